@@ -1,0 +1,96 @@
+// pybind11 bindings of the fastrnn core: pointers (as integers), sizes, dtype and cell codes.
+// Thin by design: validation lives in fastrnn/_backend.py; the kernels re-check and throw
+// std::invalid_argument (ValueError in Python). The GIL is released while a kernel runs.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "../core/dispatch.h"
+#include "../cpu/kernels.h"
+
+namespace py = pybind11;
+using namespace fastrnn;
+
+namespace {
+
+template <typename S>
+S* ptr(uintptr_t p) {
+  return reinterpret_cast<S*>(p);
+}
+
+int64_t forward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) {
+  return dispatch_dtype(dtype, [&](auto s) {
+    return cpu::kernels(s).forward_workspace(to_cell(cell), B, H, R);
+  });
+}
+
+int64_t backward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) {
+  return dispatch_dtype(dtype, [&](auto s) {
+    return cpu::kernels(s).backward_workspace(to_cell(cell), B, H, R);
+  });
+}
+
+void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t xp,
+             uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hn, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
+             uintptr_t y, uintptr_t hT, uintptr_t cT, uintptr_t gates, uintptr_t cs, uintptr_t hpre, uintptr_t work,
+             int64_t work_size, int num_threads) {
+  dispatch_dtype(dtype, [&](auto s) {
+    using S = decltype(s);
+    ForwardArgs<S> a{to_cell(cell), T,          B,           H,           R,          reverse,
+                     ptr<const S>(xp), ptr<const S>(w_hh), ptr<const S>(w_hr), ptr<const S>(b_hn),
+                     ptr<const S>(h0), ptr<const S>(c0), ptr<const int64_t>(lengths),
+                     ptr<S>(y),  ptr<S>(hT),  ptr<S>(cT),  ptr<S>(gates), ptr<S>(cs), ptr<S>(hpre),
+                     ptr<S>(work), work_size, num_threads};
+    cpu::kernels(s).forward(a);
+  });
+}
+
+void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t w_hh,
+              uintptr_t w_hr, uintptr_t h0, uintptr_t c0, uintptr_t lengths, uintptr_t y, uintptr_t gates,
+              uintptr_t cs, uintptr_t hpre, uintptr_t dy, uintptr_t dhT, uintptr_t dcT, uintptr_t dxp,
+              uintptr_t dhid, uintptr_t dh0, uintptr_t dc0, uintptr_t work, int64_t work_size, int num_threads) {
+  dispatch_dtype(dtype, [&](auto s) {
+    using S = decltype(s);
+    BackwardArgs<S> a{to_cell(cell),      T,                  B,                  H,
+                      R,                  reverse,            ptr<const S>(w_hh), ptr<const S>(w_hr),
+                      ptr<const S>(h0),   ptr<const S>(c0),   ptr<const int64_t>(lengths),
+                      ptr<const S>(y),    ptr<const S>(gates), ptr<const S>(cs),  ptr<const S>(hpre),
+                      ptr<const S>(dy),   ptr<const S>(dhT),  ptr<const S>(dcT),  ptr<S>(dxp),
+                      ptr<S>(dhid),       ptr<S>(dh0),        ptr<S>(dc0),        ptr<S>(work),
+                      work_size,          num_threads};
+    cpu::kernels(s).backward(a);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastrnn native core (torch-free): recurrent time loops on raw pointers";
+  m.attr("DTYPE_FLOAT32") = static_cast<int>(DType::Float32);
+  m.attr("DTYPE_FLOAT64") = static_cast<int>(DType::Float64);
+  m.attr("CELL_LSTM") = static_cast<int>(Cell::LSTM);
+  m.attr("CELL_GRU") = static_cast<int>(Cell::GRU);
+  m.attr("CELL_RNN_TANH") = static_cast<int>(Cell::RNN_TANH);
+  m.attr("CELL_RNN_RELU") = static_cast<int>(Cell::RNN_RELU);
+#ifdef FASTRNN_VERSION
+  m.attr("__version__") = FASTRNN_VERSION;
+#endif
+  m.attr("cuda_compiled") = false;
+  m.def("isa", &cpu::selected_isa, "the CPU kernel ISA picked at load time");
+  m.def("compiled_isas", &cpu::compiled_isas, "the ISAs this binary carries");
+  m.def("forward_workspace", &forward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
+        py::arg("R"));
+  m.def("backward_workspace", &backward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
+        py::arg("R"));
+  m.def("forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),
+        py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("xp"), py::arg("w_hh"),
+        py::arg("w_hr"), py::arg("b_hn"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"),
+        py::arg("hT"), py::arg("cT"), py::arg("gates"), py::arg("cs"), py::arg("hpre"), py::arg("work"),
+        py::arg("work_size"), py::arg("num_threads"));
+  m.def("backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),
+        py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("w_hh"),
+        py::arg("w_hr"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("gates"),
+        py::arg("cs"), py::arg("hpre"), py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("dxp"),
+        py::arg("dhid"), py::arg("dh0"), py::arg("dc0"), py::arg("work"), py::arg("work_size"),
+        py::arg("num_threads"));
+}

@@ -1,0 +1,21 @@
+// The one dtype-dispatch helper: calls f(float{}) or f(double{}) for a DType code.
+#pragma once
+#include "shapes.h"
+
+namespace fastrnn {
+
+template <typename F>
+auto dispatch_dtype(int dtype, F&& f) -> decltype(f(float{})) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+  }
+  fail("unsupported dtype code " + std::to_string(dtype) + " (0: float32, 1: float64)");
+}
+
+inline Cell to_cell(int code) {
+  if (code < 0 || code > 3) fail("unknown cell code " + std::to_string(code));
+  return static_cast<Cell>(code);
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,92 @@
+// fastrnn core: argument blocks of the recurrent kernels.
+//
+// Dimension letters, used in every shape comment of the project:
+//   T  time steps            B  batch rows
+//   I  input features        H  hidden units
+//   G  gates (LSTM 4: i,f,g,o; GRU 3: r,z,n; RNN 1)
+//   P  LSTM projection size  R  recurrent width: P when projecting, else H
+//
+// All arrays are dense, row-major and owned by the caller; the core never allocates.
+// `work` is scratch memory of at least `*_workspace(...)` elements of the same dtype.
+// Time index t always refers to the input position; a reversed direction visits
+// t = T-1 .. 0. Row b is active at step t iff t < lengths[b] (all rows when lengths is null);
+// an inactive row keeps its state and emits zeros.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace fastrnn {
+
+enum class DType : int { Float32 = 0, Float64 = 1 };
+
+enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
+
+inline int gates_of(Cell c) {
+  switch (c) {
+    case Cell::LSTM: return 4;
+    case Cell::GRU: return 3;
+    default: return 1;
+  }
+}
+
+// Forward time loop of one layer and one direction.
+template <typename S>
+struct ForwardArgs {
+  Cell cell;
+  int64_t T, B, H, R;      // R == H unless an LSTM projects (w_hr set)
+  bool reverse;
+  const S* xp;             // [T,B,G*H] input projection, biases folded (GRU: not b_hn)
+  const S* w_hh;           // [G*H,R] recurrent weights
+  const S* w_hr;           // [R,H] LSTM projection, or null
+  const S* b_hn;           // [H] GRU only: recurrent bias of n, or null (no bias)
+  const S* h0;             // [B,R] initial hidden state
+  const S* c0;             // [B,H] LSTM initial cell state, else null
+  const int64_t* lengths;  // [B] steps per row (0..T), or null: all rows T steps
+  S* y;                    // [T,B,R] outputs (zero where a row is inactive)
+  S* hT;                   // [B,R] final hidden state
+  S* cT;                   // [B,H] LSTM final cell state, else null
+  // What backward needs, written only when non-null (training):
+  S* gates;                // [T,B,G*H] LSTM: activated i,f,g,o; GRU: r,z,n; RNN: unused (null)
+  S* cs;                   // [T,B,H] LSTM: cell state after step t (carried when inactive)
+                           //         GRU: W_hn h + b_hn, the recurrent part of n
+  S* hpre;                 // [T,B,H] LSTM with projection: o*tanh(c) before W_hr
+  S* work;                 // scratch
+  int64_t work_size;       // elements in work
+  int num_threads;         // >= 1
+};
+
+// Backward time loop of one layer and one direction: the reverse of ForwardArgs' visit order.
+template <typename S>
+struct BackwardArgs {
+  Cell cell;
+  int64_t T, B, H, R;
+  bool reverse;
+  const S* w_hh;           // [G*H,R]
+  const S* w_hr;           // [R,H] or null
+  const S* h0;             // [B,R] (GRU needs h_prev at the first step)
+  const S* c0;             // [B,H] LSTM, else null
+  const int64_t* lengths;  // [B] or null
+  const S* y;              // [T,B,R] forward outputs (RNN derivative, GRU h_prev)
+  const S* gates;          // [T,B,G*H] as saved by forward (null for RNN)
+  const S* cs;             // [T,B,H] as saved by forward (LSTM, GRU)
+  const S* hpre;           // [T,B,H] LSTM with projection, else null
+  const S* dy;             // [T,B,R] gradient of y
+  const S* dhT;            // [B,R] gradient of hT
+  const S* dcT;            // [B,H] LSTM gradient of cT, else null
+  S* dxp;                  // [T,B,G*H] gradient of the pre-activations = gradient of xp
+  S* dhid;                 // GRU: [T,B,H] gradient of (W_hn h + b_hn); LSTM with
+                           // projection: [T,B,R] gradient of the projected h (for dW_hr); else null
+  S* dh0;                  // [B,R]
+  S* dc0;                  // [B,H] LSTM, else null
+  S* work;
+  int64_t work_size;
+  int num_threads;
+};
+
+[[noreturn]] inline void fail(const std::string& what) { throw std::invalid_argument("fastrnn: " + what); }
+inline void require(bool ok, const char* what) {
+  if (!ok) fail(what);
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,36 @@
+// fastrnn CPU kernels: the table one ISA build provides, and the dispatcher's choice.
+#pragma once
+#include "../core/shapes.h"
+
+namespace fastrnn {
+namespace cpu {
+
+template <typename S>
+struct KernelSet {
+  const char* isa;
+  // Scratch elements (of S) the time loops need in ForwardArgs::work / BackwardArgs::work.
+  int64_t (*forward_workspace)(Cell cell, int64_t B, int64_t H, int64_t R);
+  int64_t (*backward_workspace)(Cell cell, int64_t B, int64_t H, int64_t R);
+  void (*forward)(const ForwardArgs<S>& a);
+  void (*backward)(const BackwardArgs<S>& a);
+};
+
+#define FASTRNN_DECLARE_ISA(name)       \
+  namespace name {                      \
+  KernelSet<float> kernels_f32();       \
+  KernelSet<double> kernels_f64();      \
+  }
+FASTRNN_DECLARE_ISA(generic)
+FASTRNN_DECLARE_ISA(avx2)
+FASTRNN_DECLARE_ISA(avx512)
+#undef FASTRNN_DECLARE_ISA
+
+// The table for the best ISA this CPU supports (chosen once, at first use), or the one
+// forced by FASTRNN_ISA=generic|avx2|avx512 in the environment when the CPU supports it.
+const KernelSet<float>& kernels(float);
+const KernelSet<double>& kernels(double);
+const char* selected_isa();
+const char* compiled_isas();
+
+}  // namespace cpu
+}  // namespace fastrnn

@@ -1,0 +1,65 @@
+#include "parallel.h"
+
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FASTRNN_PAUSE() _mm_pause()
+#else
+#define FASTRNN_PAUSE() ((void)0)
+#endif
+
+namespace fastrnn {
+namespace cpu {
+
+Barrier::Barrier(int parties) : parties_(parties), count_(0), generation_(0) {}
+
+void Barrier::wait() {
+  std::atomic_ref<int> count(count_);
+  std::atomic_ref<int> generation(generation_);
+  const int gen = generation.load(std::memory_order_acquire);
+  if (count.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
+    count.store(0, std::memory_order_relaxed);
+    generation.fetch_add(1, std::memory_order_acq_rel);
+    return;
+  }
+  // Spin briefly (a step takes microseconds), then yield so an oversubscribed machine
+  // still makes progress.
+  for (int spin = 0; generation.load(std::memory_order_acquire) == gen; ++spin) {
+    if (spin < 20000) {
+      FASTRNN_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+void parallel_run(int nt, void (*fn)(void*, int, int), void* ctx) {
+  if (nt <= 1) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto body = [&](int tid) {
+    try {
+      fn(ctx, tid, nt);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(nt - 1));
+  for (int tid = 1; tid < nt; ++tid) workers.emplace_back(body, tid);
+  body(0);
+  for (auto& w : workers) w.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace cpu
+}  // namespace fastrnn

@@ -1,0 +1,520 @@
+// fastrnn CPU time loops (LSTM, GRU, RNN tanh/relu), forward and backward.
+//
+// Compiled once per ISA (see CMakeLists.txt). Each step is one register-tiled GEMM of the
+// previous state against the packed recurrent weights, whose epilogue applies the gate
+// nonlinearities and the state update in registers (DESIGN section 3). Threads split the
+// hidden-unit panels and meet at one barrier per phase of a step.
+#include <cstring>
+
+#include "kernels.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace fastrnn {
+namespace cpu {
+namespace FASTRNN_ISA {
+
+namespace {
+
+constexpr int kVecBytes = FASTRNN_VEC_BYTES;
+
+template <Cell C>
+struct CellTraits {
+  static constexpr int G = C == Cell::LSTM ? 4 : C == Cell::GRU ? 3 : 1;
+  // Rows per register tile: keeps MR*G accumulators within the register file.
+  static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 2) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 8 : 4);
+};
+// Rows per tile for the single-group GEMMs (projection, backward dG @ W_hh).
+constexpr int kMR1 = kVecBytes == 64 ? 8 : 4;
+
+inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
+  const int64_t chunk = n / nt, rest = n % nt;
+  *begin = tid * chunk + (tid < rest ? tid : rest);
+  *end = *begin + chunk + (tid < rest ? 1 : 0);
+}
+
+// Threads worth using for a loop of `panels` panels with `flops` per step.
+inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
+  if (requested <= 1 || flops_per_step < 400000) return 1;
+  int64_t nt = requested;
+  if (nt > panels) nt = panels;
+  return nt < 1 ? 1 : static_cast<int>(nt);
+}
+
+inline bool active(const int64_t* lengths, int64_t b, int64_t t) { return lengths == nullptr || t < lengths[b]; }
+
+inline void check_sizes(int64_t T, int64_t B, int64_t H, int64_t R, int G) {
+  require(T >= 0 && B >= 0, "sizes must be non-negative");
+  require(H >= 1 && R >= 1, "hidden and recurrent sizes must be positive");
+  const int64_t lim = int64_t(1) << 40;
+  require(T < lim && B < lim && H < (int64_t(1) << 24) && R < (int64_t(1) << 24), "sizes too large");
+  require(B == 0 || T == 0 || (T * B < lim && T * B * G * H < lim * 16), "sizes too large");
+}
+
+inline void check_lengths(const int64_t* lengths, int64_t B, int64_t T) {
+  if (lengths == nullptr) return;
+  for (int64_t b = 0; b < B; ++b) require(lengths[b] >= 0 && lengths[b] <= T, "lengths must lie in [0, T]");
+}
+
+inline int cell_gates(Cell c) { return gates_of(c); }
+
+template <typename S>
+int64_t forward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
+  constexpr int N = V<S>::N;
+  const int64_t G = cell_gates(cell);
+  const bool proj = cell == Cell::LSTM && R != H;
+  int64_t n = ceil_div(H, N) * N * G * R + 2 * B * R;
+  if (proj) n += ceil_div(R, N) * N * H + B * H;
+  return n;
+}
+
+template <typename S>
+int64_t backward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
+  constexpr int N = V<S>::N;
+  const int64_t G = cell_gates(cell);
+  const bool proj = cell == Cell::LSTM && R != H;
+  int64_t n = ceil_div(R, N) * N * G * H;
+  if (proj) n += ceil_div(H, N) * N * R;
+  if (cell == Cell::GRU) n += 2 * B * G * H;
+  return n;
+}
+
+// ------------------------------------------------------------------------------------
+// Forward
+// ------------------------------------------------------------------------------------
+template <typename S, Cell C>
+struct Forward {
+  static constexpr int G = CellTraits<C>::G;
+  static constexpr int MR = CellTraits<C>::MR;
+  static constexpr int N = V<S>::N;
+  typedef vec_t<S> vec;
+
+  const ForwardArgs<S>* a;
+  const S* wp1;  // packed W_hh^T panels: [ceil(H/N)][R][G][N]
+  const S* wp2;  // packed W_hr^T panels: [ceil(R/N)][H][N] (projection)
+  S* hbuf[2];    // [B,R] each: state before / after the step
+  S* hpre_s;     // [B,H] projection input when not saved
+  Barrier* bar;
+
+  // Gate epilogue for row b, units j0..j0+nu of step t.
+  inline void epilogue(int64_t t, int64_t b, int64_t j0, int64_t nu, const vec* acc, const S* hprev, S* hnext,
+                       S* hp_step) const {
+    const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
+    (void)T;
+    const int64_t row = t * B + b;
+    const bool proj = a->w_hr != nullptr;
+    if (!active(a->lengths, b, t)) {
+      const vec zero = {};
+      if (!proj) {
+        store_n(hnext + b * R + j0, load_n(hprev + b * R + j0, nu), nu);
+        store_n(a->y + row * R + j0, zero, nu);
+      }
+      if (a->gates != nullptr)
+        for (int g = 0; g < G; ++g) store_n(a->gates + row * G * H + g * H + j0, zero, nu);
+      if (C == Cell::LSTM) {
+        if (a->cs != nullptr) store_n(a->cs + row * H + j0, load_n(a->cT + b * H + j0, nu), nu);
+        if (proj) store_n(hp_step + b * H + j0, zero, nu);
+      } else if (C == Cell::GRU && a->cs != nullptr) {
+        store_n(a->cs + row * H + j0, zero, nu);
+      }
+      return;
+    }
+    const S* xr = a->xp + row * G * H + j0;
+    if (C == Cell::LSTM) {
+      const vec i = vsigmoid(load_n(xr, nu) + acc[0]);
+      const vec f = vsigmoid(load_n(xr + H, nu) + acc[1]);
+      const vec g = vtanh(load_n(xr + 2 * H, nu) + acc[2]);
+      const vec o = vsigmoid(load_n(xr + 3 * H, nu) + acc[3]);
+      S* cptr = a->cT + b * H + j0;
+      const vec c = f * load_n(cptr, nu) + i * g;
+      const vec h = o * vtanh(c);
+      store_n(cptr, c, nu);
+      if (a->cs != nullptr) store_n(a->cs + row * H + j0, c, nu);
+      if (a->gates != nullptr) {
+        S* gr = a->gates + row * G * H + j0;
+        store_n(gr, i, nu);
+        store_n(gr + H, f, nu);
+        store_n(gr + 2 * H, g, nu);
+        store_n(gr + 3 * H, o, nu);
+      }
+      if (proj) {
+        store_n(hp_step + b * H + j0, h, nu);
+      } else {
+        store_n(hnext + b * R + j0, h, nu);
+        store_n(a->y + row * R + j0, h, nu);
+      }
+    } else if (C == Cell::GRU) {
+      const vec r = vsigmoid(load_n(xr, nu) + acc[0]);
+      const vec z = vsigmoid(load_n(xr + H, nu) + acc[1]);
+      vec hn = acc[2];
+      if (a->b_hn != nullptr) hn += load_n(a->b_hn + j0, nu);
+      const vec n = vtanh(load_n(xr + 2 * H, nu) + r * hn);
+      const vec hp = load_n(hprev + b * R + j0, nu);
+      const vec h = n + z * (hp - n);
+      if (a->gates != nullptr) {
+        S* gr = a->gates + row * G * H + j0;
+        store_n(gr, r, nu);
+        store_n(gr + H, z, nu);
+        store_n(gr + 2 * H, n, nu);
+      }
+      if (a->cs != nullptr) store_n(a->cs + row * H + j0, hn, nu);
+      store_n(hnext + b * R + j0, h, nu);
+      store_n(a->y + row * R + j0, h, nu);
+    } else {
+      const vec pre = load_n(xr, nu) + acc[0];
+      const vec h = C == Cell::RNN_TANH ? vtanh(pre) : vrelu<S>(pre);
+      store_n(hnext + b * R + j0, h, nu);
+      store_n(a->y + row * R + j0, h, nu);
+    }
+  }
+
+  void run(int tid, int nt) const {
+    const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
+    const bool proj = a->w_hr != nullptr;
+    int64_t p1b, p1e, p2b, p2e;
+    split(ceil_div(H, N), tid, nt, &p1b, &p1e);
+    split(ceil_div(R, N), tid, nt, &p2b, &p2e);
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = a->reverse ? T - 1 - s : s;
+      const S* hprev = hbuf[s & 1];
+      S* hnext = hbuf[(s + 1) & 1];
+      S* hp_step = proj ? (a->hpre != nullptr ? a->hpre + t * B * H : hpre_s) : nullptr;
+      for (int64_t p = p1b; p < p1e; ++p) {
+        const int64_t j0 = p * N, nu = imin(N, H - j0);
+        const S* panel = wp1 + p * R * G * N;
+        for (int64_t b0 = 0; b0 < B; b0 += MR) {
+          const S* arow[MR];
+          for (int r = 0; r < MR; ++r) arow[r] = hprev + imin(b0 + r, B - 1) * R;
+          vec acc[MR][G];
+          panel_gemm<S, MR, G>(arow, R, panel, acc);
+          const int64_t rows = imin(MR, B - b0);
+          for (int64_t r = 0; r < rows; ++r) epilogue(t, b0 + r, j0, nu, acc[r], hprev, hnext, hp_step);
+        }
+      }
+      if (proj) {
+        bar->wait();
+        for (int64_t p = p2b; p < p2e; ++p) {
+          const int64_t u0 = p * N, nu = imin(N, R - u0);
+          const S* panel = wp2 + p * H * N;
+          for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
+            const S* arow[kMR1];
+            for (int r = 0; r < kMR1; ++r) arow[r] = hp_step + imin(b0 + r, B - 1) * H;
+            vec acc[kMR1][1];
+            panel_gemm<S, kMR1, 1>(arow, H, panel, acc);
+            const int64_t rows = imin(kMR1, B - b0);
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t b = b0 + r;
+              S* yr = a->y + (t * B + b) * R + u0;
+              if (active(a->lengths, b, t)) {
+                store_n(hnext + b * R + u0, acc[r][0], nu);
+                store_n(yr, acc[r][0], nu);
+              } else {
+                store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
+                store_n(yr, vec{}, nu);
+              }
+            }
+          }
+        }
+      }
+      bar->wait();
+    }
+  }
+};
+
+template <typename S, Cell C>
+void forward_cell(const ForwardArgs<S>& a) {
+  typedef Forward<S, C> F;
+  constexpr int N = V<S>::N;
+  const int64_t B = a.B, H = a.H, R = a.R, G = F::G;
+  const bool proj = a.w_hr != nullptr;
+  S* w = a.work;
+  F f;
+  f.a = &a;
+  S* wp1 = w;
+  w += ceil_div(H, N) * N * G * R;
+  pack_rows(a.w_hh, G, H, R, wp1);
+  f.wp1 = wp1;
+  f.wp2 = nullptr;
+  f.hpre_s = nullptr;
+  f.hbuf[0] = w;
+  f.hbuf[1] = w + B * R;
+  w += 2 * B * R;
+  if (proj) {
+    S* wp2 = w;
+    w += ceil_div(R, N) * N * H;
+    pack_rows(a.w_hr, 1, R, H, wp2);
+    f.wp2 = wp2;
+    f.hpre_s = w;
+    w += B * H;
+  }
+  if (B > 0) std::memcpy(f.hbuf[0], a.h0, sizeof(S) * B * R);
+  if (C == Cell::LSTM && B > 0) std::memcpy(a.cT, a.c0, sizeof(S) * B * H);
+  const int nt = threads_for(a.num_threads, ceil_div(H, N), 2 * B * G * H * R);
+  Barrier bar(nt);
+  f.bar = &bar;
+  parallel_run(
+      nt, [](void* ctx, int tid, int n) { static_cast<const F*>(ctx)->run(tid, n); }, &f);
+  if (B > 0) std::memcpy(a.hT, f.hbuf[a.T & 1], sizeof(S) * B * R);
+}
+
+template <typename S>
+void forward(const ForwardArgs<S>& a) {
+  const int G = cell_gates(a.cell);
+  check_sizes(a.T, a.B, a.H, a.R, G);
+  require(a.num_threads >= 1, "num_threads must be positive");
+  require(a.xp && a.w_hh && a.h0 && a.y && a.hT && a.work, "missing array");
+  require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
+  require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
+  require(a.cell != Cell::LSTM || (a.c0 && a.cT), "LSTM needs c0 and cT");
+  require(a.cell != Cell::LSTM || a.gates == nullptr || a.cs != nullptr, "LSTM training needs cs");
+  require(a.cell != Cell::LSTM || a.w_hr == nullptr || a.gates == nullptr || a.hpre != nullptr,
+          "LSTM projection training needs hpre");
+  require(a.cell != Cell::GRU || a.gates == nullptr || a.cs != nullptr, "GRU training needs cs");
+  require(a.work_size >= forward_workspace<S>(a.cell, a.B, a.H, a.R), "workspace too small");
+  check_lengths(a.lengths, a.B, a.T);
+  switch (a.cell) {
+    case Cell::LSTM: return forward_cell<S, Cell::LSTM>(a);
+    case Cell::GRU: return forward_cell<S, Cell::GRU>(a);
+    case Cell::RNN_TANH: return forward_cell<S, Cell::RNN_TANH>(a);
+    case Cell::RNN_RELU: return forward_cell<S, Cell::RNN_RELU>(a);
+  }
+  fail("unknown cell");
+}
+
+// ------------------------------------------------------------------------------------
+// Backward
+// ------------------------------------------------------------------------------------
+template <typename S, Cell C>
+struct Backward {
+  static constexpr int G = CellTraits<C>::G;
+  static constexpr int MR = CellTraits<C>::MR;
+  static constexpr int N = V<S>::N;
+  typedef vec_t<S> vec;
+
+  const BackwardArgs<S>* a;
+  const S* wp1;  // packed W_hh panels: [ceil(R/N)][G*H][N]  (dG @ W_hh)
+  const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]    (dh_r @ W_hr)
+  S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
+  Barrier* bar;
+
+  // Cell backward for an active row b at step t, units j0..j0+nu, with dh the gradient
+  // of the (unprojected) hidden output. Writes dxp (and GRU's dhid, dgh); updates carries.
+  inline void cell_backward(int64_t t, int64_t b, int64_t j0, int64_t nu, vec dh, S* dgh_cur) const {
+    const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
+    const int64_t row = t * B + b;
+    S* dx = a->dxp + row * G * H + j0;
+    if (C == Cell::LSTM) {
+      const S* gr = a->gates + row * G * H + j0;
+      const vec i = load_n(gr, nu), f = load_n(gr + H, nu), g = load_n(gr + 2 * H, nu), o = load_n(gr + 3 * H, nu);
+      const vec c = load_n(a->cs + row * H + j0, nu);
+      const bool first = a->reverse ? t + 1 >= T : t == 0;
+      const S* cp_ptr = first ? a->c0 + b * H + j0 : a->cs + (a->reverse ? row + B : row - B) * H + j0;
+      const vec cp = load_n(cp_ptr, nu);
+      const vec tc = vtanh(c);
+      S* dcc = a->dc0 + b * H + j0;
+      const vec dc = load_n(dcc, nu) + dh * o * (S(1) - tc * tc);
+      store_n(dx, dc * g * i * (S(1) - i), nu);
+      store_n(dx + H, dc * cp * f * (S(1) - f), nu);
+      store_n(dx + 2 * H, dc * i * (S(1) - g * g), nu);
+      store_n(dx + 3 * H, dh * tc * o * (S(1) - o), nu);
+      store_n(dcc, dc * f, nu);
+    } else if (C == Cell::GRU) {
+      const S* gr = a->gates + row * G * H + j0;
+      const vec r = load_n(gr, nu), z = load_n(gr + H, nu), n = load_n(gr + 2 * H, nu);
+      const vec hn = load_n(a->cs + row * H + j0, nu);
+      const int64_t len = a->lengths ? a->lengths[b] : T;
+      const bool first = a->reverse ? t + 1 >= len : t == 0;
+      const S* hp_ptr = first ? a->h0 + b * R + j0 : a->y + (a->reverse ? row + B : row - B) * R + j0;
+      const vec hp = load_n(hp_ptr, nu);
+      const vec dnp = dh * (S(1) - z) * (S(1) - n * n);
+      const vec drp = dnp * hn * r * (S(1) - r);
+      const vec dzp = dh * (hp - n) * z * (S(1) - z);
+      store_n(dx, drp, nu);
+      store_n(dx + H, dzp, nu);
+      store_n(dx + 2 * H, dnp, nu);
+      const vec dhn = dnp * r;
+      store_n(a->dhid + row * H + j0, dhn, nu);
+      S* dg = dgh_cur + b * G * H + j0;
+      store_n(dg, drp, nu);
+      store_n(dg + H, dzp, nu);
+      store_n(dg + 2 * H, dhn, nu);
+      store_n(a->dh0 + b * R + j0, dh * z, nu);  // carried to the previous step
+    } else {
+      const vec h = load_n(a->y + row * R + j0, nu);
+      vec d;
+      if (C == Cell::RNN_TANH) {
+        d = dh * (S(1) - h * h);
+      } else {
+        d = h > splat<S>(0) ? dh : splat<S>(0);
+      }
+      store_n(dx, d, nu);
+    }
+  }
+
+  inline void zero_step(int64_t t, int64_t b, int64_t j0, int64_t nu, S* dgh_cur) const {
+    const int64_t B = a->B, H = a->H;
+    const int64_t row = t * B + b;
+    const vec zero = {};
+    for (int g = 0; g < G; ++g) store_n(a->dxp + row * G * H + g * H + j0, zero, nu);
+    if (C == Cell::GRU) {
+      store_n(a->dhid + row * H + j0, zero, nu);
+      for (int g = 0; g < G; ++g) store_n(dgh_cur + b * G * H + g * H + j0, zero, nu);
+    }
+  }
+
+  void run(int tid, int nt) const {
+    const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
+    const int64_t GH = G * H;
+    const bool proj = a->w_hr != nullptr;
+    int64_t p1b, p1e, p2b, p2e;
+    split(ceil_div(R, N), tid, nt, &p1b, &p1e);
+    split(ceil_div(H, N), tid, nt, &p2b, &p2e);
+    const S* prev_dg = nullptr;  // [B,G*H] dG of the previously visited step
+    for (int64_t s = 0; s <= T; ++s) {
+      const bool last = s == T;  // after the loop: dh0 = carry + dG_first @ W_hh
+      const int64_t t = a->reverse ? s : T - 1 - s;
+      S* dgh_cur = C == Cell::GRU ? dgh[s & 1] : nullptr;
+      // Phase A: dh (R wide) = dG_prev @ W_hh + carry (+ dy), per panel of R units.
+      for (int64_t p = p1b; p < p1e; ++p) {
+        const int64_t u0 = p * N, nu = imin(N, R - u0);
+        const S* panel = wp1 + p * GH * N;
+        for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
+          vec acc[kMR1][1];
+          if (prev_dg != nullptr) {
+            const S* arow[kMR1];
+            for (int r = 0; r < kMR1; ++r) arow[r] = prev_dg + imin(b0 + r, B - 1) * GH;
+            panel_gemm<S, kMR1, 1>(arow, GH, panel, acc);
+          } else {
+            for (int r = 0; r < kMR1; ++r) acc[r][0] = vec{};
+          }
+          const int64_t rows = imin(kMR1, B - b0);
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t b = b0 + r;
+            S* carry = a->dh0 + b * R + u0;
+            if (last || !active(a->lengths, b, t)) {
+              store_n(carry, load_n(carry, nu) + acc[r][0], nu);
+              if (!last) {
+                if (proj)
+                  store_n(a->dhid + (t * B + b) * R + u0, vec{}, nu);
+                else
+                  zero_step(t, b, u0, nu, dgh_cur);
+              }
+              continue;
+            }
+            const vec dh = acc[r][0] + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
+            store_n(carry, vec{}, nu);
+            if (proj)
+              store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
+            else
+              cell_backward(t, b, u0, nu, dh, dgh_cur);
+          }
+        }
+      }
+      if (last) break;
+      if (proj) {
+        bar->wait();
+        // Phase B: dh_pre (H wide) = dh_r @ W_hr, then the LSTM cell backward.
+        const S* dhr = a->dhid + t * B * R;
+        for (int64_t p = p2b; p < p2e; ++p) {
+          const int64_t j0 = p * N, nu = imin(N, H - j0);
+          const S* panel = wp2 + p * R * N;
+          for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
+            const S* arow[kMR1];
+            for (int r = 0; r < kMR1; ++r) arow[r] = dhr + imin(b0 + r, B - 1) * R;
+            vec acc[kMR1][1];
+            panel_gemm<S, kMR1, 1>(arow, R, panel, acc);
+            const int64_t rows = imin(kMR1, B - b0);
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t b = b0 + r;
+              if (active(a->lengths, b, t))
+                cell_backward(t, b, j0, nu, acc[r][0], nullptr);
+              else
+                zero_step(t, b, j0, nu, nullptr);
+            }
+          }
+        }
+      }
+      bar->wait();
+      prev_dg = C == Cell::GRU ? dgh_cur : a->dxp + t * B * GH;
+    }
+  }
+};
+
+template <typename S, Cell C>
+void backward_cell(const BackwardArgs<S>& a) {
+  typedef Backward<S, C> F;
+  constexpr int N = V<S>::N;
+  const int64_t B = a.B, H = a.H, R = a.R, G = F::G;
+  const bool proj = a.w_hr != nullptr;
+  S* w = a.work;
+  F f;
+  f.a = &a;
+  f.wp1 = w;
+  pack_cols(a.w_hh, G * H, R, w);
+  w += ceil_div(R, N) * N * G * H;
+  f.wp2 = nullptr;
+  if (proj) {
+    f.wp2 = w;
+    pack_cols(a.w_hr, R, H, w);
+    w += ceil_div(H, N) * N * R;
+  }
+  f.dgh[0] = f.dgh[1] = nullptr;
+  if (C == Cell::GRU) {
+    f.dgh[0] = w;
+    f.dgh[1] = w + B * G * H;
+    w += 2 * B * G * H;
+  }
+  if (B > 0) std::memcpy(a.dh0, a.dhT, sizeof(S) * B * R);
+  if (C == Cell::LSTM && B > 0) std::memcpy(a.dc0, a.dcT, sizeof(S) * B * H);
+  const int nt = threads_for(a.num_threads, ceil_div(R, N), 2 * B * G * H * R);
+  Barrier bar(nt);
+  f.bar = &bar;
+  parallel_run(
+      nt, [](void* ctx, int tid, int n) { static_cast<const F*>(ctx)->run(tid, n); }, &f);
+}
+
+template <typename S>
+void backward(const BackwardArgs<S>& a) {
+  const int G = cell_gates(a.cell);
+  check_sizes(a.T, a.B, a.H, a.R, G);
+  require(a.num_threads >= 1, "num_threads must be positive");
+  require(a.w_hh && a.h0 && a.y && a.dy && a.dhT && a.dxp && a.dh0 && a.work, "missing array");
+  require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
+  require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
+  require(a.cell != Cell::LSTM || (a.c0 && a.dcT && a.dc0 && a.gates && a.cs), "LSTM backward needs c0, dcT, dc0, gates, cs");
+  require(a.w_hr == nullptr || (a.hpre && a.dhid), "LSTM projection backward needs hpre and dhid");
+  require(a.cell != Cell::GRU || (a.gates && a.cs && a.dhid), "GRU backward needs gates, cs, dhid");
+  require(a.work_size >= backward_workspace<S>(a.cell, a.B, a.H, a.R), "workspace too small");
+  check_lengths(a.lengths, a.B, a.T);
+  switch (a.cell) {
+    case Cell::LSTM: return backward_cell<S, Cell::LSTM>(a);
+    case Cell::GRU: return backward_cell<S, Cell::GRU>(a);
+    case Cell::RNN_TANH: return backward_cell<S, Cell::RNN_TANH>(a);
+    case Cell::RNN_RELU: return backward_cell<S, Cell::RNN_RELU>(a);
+  }
+  fail("unknown cell");
+}
+
+#define FASTRNN_STR2(x) #x
+#define FASTRNN_STR(x) FASTRNN_STR2(x)
+
+}  // namespace
+
+KernelSet<float> kernels_f32() {
+  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<float>, &backward_workspace<float>, &forward<float>,
+          &backward<float>};
+}
+KernelSet<double> kernels_f64() {
+  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<double>, &backward_workspace<double>, &forward<double>,
+          &backward<double>};
+}
+
+// Explicit instantiations for the two dtypes.
+template void forward<float>(const ForwardArgs<float>&);
+template void forward<double>(const ForwardArgs<double>&);
+template void backward<float>(const BackwardArgs<float>&);
+template void backward<double>(const BackwardArgs<double>&);
+
+}  // namespace FASTRNN_ISA
+}  // namespace cpu
+}  // namespace fastrnn

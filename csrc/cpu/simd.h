@@ -1,0 +1,181 @@
+// fastrnn CPU: vector type, loads/stores and activations for one instruction set.
+// Included only by kernel translation units, inside namespace fastrnn::cpu::FASTRNN_ISA,
+// which CMake compiles once per ISA (FASTRNN_VEC_BYTES: 64 AVX-512, 32 AVX2, 16 portable).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if !defined(FASTRNN_ISA) || !defined(FASTRNN_VEC_BYTES)
+#error "simd.h is compiled per ISA: define FASTRNN_ISA and FASTRNN_VEC_BYTES"
+#endif
+
+namespace fastrnn {
+namespace cpu {
+namespace FASTRNN_ISA {
+
+template <typename S>
+struct V;
+template <>
+struct V<float> {
+  typedef float type __attribute__((vector_size(FASTRNN_VEC_BYTES)));
+  typedef int32_t itype __attribute__((vector_size(FASTRNN_VEC_BYTES)));
+  static constexpr int N = FASTRNN_VEC_BYTES / 4;
+};
+template <>
+struct V<double> {
+  typedef double type __attribute__((vector_size(FASTRNN_VEC_BYTES)));
+  typedef int64_t itype __attribute__((vector_size(FASTRNN_VEC_BYTES)));
+  static constexpr int N = FASTRNN_VEC_BYTES / 8;
+};
+template <typename S>
+using vec_t = typename V<S>::type;
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename S>
+inline vec_t<S> splat(S s) {
+  vec_t<S> v = {};
+  return v + s;
+}
+template <typename S>
+inline vec_t<S> load(const S* p) {
+  vec_t<S> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename S>
+inline void store(S* p, vec_t<S> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+// Loads n (0 < n <= N) elements, zero-filling the rest.
+template <typename S>
+inline vec_t<S> load_n(const S* p, int64_t n) {
+  if (n >= V<S>::N) return load(p);
+  vec_t<S> v = {};
+  for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+template <typename S>
+inline void store_n(S* p, vec_t<S> v, int64_t n) {
+  if (n >= V<S>::N) {
+    store(p, v);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+
+// exp for float lanes (Cephes expf: range reduction by ln2 and a degree-6 polynomial,
+// about 1 ulp on [-87, 88]); NaN propagates, the range is clamped.
+inline vec_t<float> vexp(vec_t<float> x) {
+  typedef vec_t<float> v;
+  typedef V<float>::itype vi;
+  v xc = x > splat(88.0f) ? splat(88.0f) : x;
+  xc = xc < splat(-87.0f) ? splat(-87.0f) : xc;
+  v fx = xc * 1.44269504088896341f + 0.5f;
+  vi n = __builtin_convertvector(fx, vi);
+  v nf = __builtin_convertvector(n, v);
+  n = n + (nf > fx);  // truncation -> floor (a true comparison is -1)
+  nf = __builtin_convertvector(n, v);
+  v r = xc - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  v z = r * r;
+  v y = (((((1.9875691500E-4f * r + 1.3981999507E-3f) * r + 8.3334519073E-3f) * r + 4.1665795894E-2f) * r +
+          1.6666665459E-1f) * r + 5.0000001201E-1f) * z + r + 1.0f;
+  vi bits = (n + 127) << 23;
+  v pow2;
+  std::memcpy(&pow2, &bits, sizeof pow2);
+  y = y * pow2;
+  return x != x ? x : y;
+}
+
+inline vec_t<float> vsigmoid(vec_t<float> x) { return 1.0f / (1.0f + vexp(-x)); }
+
+// tanh for float lanes: Cephes tanhf's odd polynomial below 0.625, 1 - 2/(e^{2|x|}+1) above.
+inline vec_t<float> vtanh(vec_t<float> x) {
+  typedef vec_t<float> v;
+  v ax = x < splat(0.0f) ? -x : x;
+  v big = 1.0f - 2.0f / (vexp(2.0f * ax) + 1.0f);
+  big = x < splat(0.0f) ? -big : big;
+  v s = x * x;
+  v small = ((((-5.70498872745E-3f * s + 2.06390887954E-2f) * s - 5.37397155531E-2f) * s + 1.33314422036E-1f) * s -
+             3.33332819422E-1f) * s * x + x;
+  return ax < splat(0.625f) ? small : big;
+}
+
+// Double lanes use libm, exact to the last bit or two, as float64 parity (1e-10) needs.
+inline vec_t<double> vsigmoid(vec_t<double> x) {
+  vec_t<double> r;
+  for (int i = 0; i < V<double>::N; ++i) r[i] = 1.0 / (1.0 + std::exp(-x[i]));
+  return r;
+}
+inline vec_t<double> vtanh(vec_t<double> x) {
+  vec_t<double> r;
+  for (int i = 0; i < V<double>::N; ++i) r[i] = std::tanh(x[i]);
+  return r;
+}
+
+template <typename S>
+inline vec_t<S> vrelu(vec_t<S> x) {
+  // NaN stays NaN (the comparison is false for NaN), as torch's relu.
+  return x < splat<S>(0) ? splat<S>(0) : x;
+}
+
+// ---- packing and the register-tiled micro-kernel -------------------------------------
+// A packed panel holds, for N consecutive columns u (of each of G column groups), the
+// K rows of the right-hand matrix: panel[k][g][u]. Panels are zero-padded past the edge.
+
+// out: [ceil(N_cols/N)][K][G][N]; right-hand B(k, g, u) = W[(g*N_cols + u)*K + k]
+// (W: [G*N_cols, K], i.e. x @ W^T).
+template <typename S>
+inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) {
+  constexpr int N = V<S>::N;
+  const int64_t np = ceil_div(n_cols, N);
+  for (int64_t p = 0; p < np; ++p)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t g = 0; g < G; ++g) {
+        S* dst = out + ((p * K + k) * G + g) * N;
+        for (int u = 0; u < N; ++u) {
+          const int64_t col = p * N + u;
+          dst[u] = col < n_cols ? W[(g * n_cols + col) * K + k] : S(0);
+        }
+      }
+}
+
+// out: [ceil(N_cols/N)][K][N]; right-hand B(k, u) = W[k*N_cols + u] (W: [K, N_cols], x @ W).
+template <typename S>
+inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out) {
+  constexpr int N = V<S>::N;
+  const int64_t np = ceil_div(n_cols, N);
+  for (int64_t p = 0; p < np; ++p)
+    for (int64_t k = 0; k < K; ++k) {
+      S* dst = out + (p * K + k) * N;
+      for (int u = 0; u < N; ++u) {
+        const int64_t col = p * N + u;
+        dst[u] = col < n_cols ? W[k * n_cols + col] : S(0);
+      }
+    }
+}
+
+// acc[r][g] = sum_k a[r][k] * panel[k][g][:] for MR rows (rows past the batch repeat the
+// last row, so every load stays inside the caller's array).
+template <typename S, int MR, int G>
+inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, vec_t<S> (&acc)[MR][G]) {
+  constexpr int N = V<S>::N;
+  for (int r = 0; r < MR; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g] = vec_t<S>{};
+  for (int64_t k = 0; k < K; ++k) {
+    const S* bk = panel + k * G * N;
+    vec_t<S> w[G];
+    for (int g = 0; g < G; ++g) w[g] = load(bk + g * N);
+    for (int r = 0; r < MR; ++r) {
+      const S a = arow[r][k];
+      for (int g = 0; g < G; ++g) acc[r][g] += a * w[g];
+    }
+  }
+}
+
+}  // namespace FASTRNN_ISA
+}  // namespace cpu
+}  // namespace fastrnn

@@ -1,0 +1,80 @@
+"""Autograd Function around the native time loop of one layer and one direction.
+
+Torch computes the input projection before it and the weight gradients after it with big
+GEMMs (DESIGN section 2); the Function only owns the recurrence:
+
+    (xp, w_hh, w_hr, b_hn, h0, c0) -> (y, hT[, cT])
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _backend
+
+
+def h_prev(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> torch.Tensor:
+    """The state each step started from, [T,B,R], rebuilt from the outputs.
+
+    Forward: h0, y[0], ..., y[T-2]. Reverse: y[1], ..., y[T-1], h0, where a row of length
+    L < T starts from h0 at step L-1. Rows past their length have zero gate gradients, so
+    whatever stands there does not matter.
+    """
+    if y.shape[0] == 0:
+        return y
+    if not reverse:
+        return torch.cat([h0.unsqueeze(0), y[:-1]], 0)
+    hp = torch.cat([y[1:], h0.unsqueeze(0)], 0)
+    if lengths is not None:
+        steps = torch.arange(y.shape[0], device=y.device).unsqueeze(1)
+        start = steps == (lengths - 1).unsqueeze(0)
+        hp = torch.where(start.unsqueeze(-1), h0.unsqueeze(0), hp)
+    return hp
+
+
+class RecurrentFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0):
+        y, hT, cT, saved = _backend.forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse, training=True)
+        ctx.mode = mode
+        ctx.reverse = reverse
+        ctx.lengths = lengths
+        ctx.save_for_backward(w_hh, w_hr, h0, c0, y, *saved)
+        if mode == "LSTM":
+            return y, hT, cT
+        return y, hT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dhT, dcT=None):
+        mode, reverse, lengths = ctx.mode, ctx.reverse, ctx.lengths
+        w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
+        T, B, R = y.shape
+        G = _backend.GATES[mode]
+        H = w_hh.shape[0] // G
+        dy = torch.zeros_like(y) if dy is None else dy.contiguous()
+        dhT = y.new_zeros((B, R)) if dhT is None else dhT.contiguous()
+        if mode == "LSTM":
+            dcT = y.new_zeros((B, H)) if dcT is None else dcT.contiguous()
+        else:
+            dcT = None
+        dxp, dhid, dh0, dc0 = _backend.backward(
+            mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT
+        )
+        need = ctx.needs_input_grad  # (mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0)
+        d_whh = d_whr = d_bhn = None
+        if need[4]:
+            hp = h_prev(y, h0, lengths, reverse).reshape(T * B, R)
+            dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
+            d_whh = dg.reshape(T * B, G * H).t().mm(hp)
+        if w_hr is not None and need[5]:
+            d_whr = dhid.reshape(T * B, R).t().mm(hpre.reshape(T * B, H))
+        if mode == "GRU" and need[6]:
+            d_bhn = dhid.sum((0, 1))
+        return (
+            None, None, None,
+            dxp if need[3] else None,
+            d_whh, d_whr, d_bhn,
+            dh0 if need[7] else None,
+            dc0 if (mode == "LSTM" and need[8]) else None,
+        )

@@ -1,0 +1,140 @@
+"""Functional API: multi-layer, bidirectional recurrences over the native time loop.
+
+``rnn(mode, input, hx, cx, weights, ...)`` is the core that the modules call; ``lstm``,
+``gru`` and ``rnn_tanh``/``rnn_relu`` are thin, torch-like entry points. Inputs are
+time-major [T,B,I] here; the modules handle batch_first, unbatched input and packing.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import _backend
+from ._autograd import RecurrentFunction
+
+__all__ = ["rnn", "lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+def _weights_per_direction(bias: bool, proj: bool) -> int:
+    return 2 + (2 if bias else 0) + (1 if proj else 0)
+
+
+def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse):
+    """One layer, one direction: torch's input projection, then the native loop."""
+    G = _backend.GATES[mode]
+    w_ih, w_hh = params[0], params[1]
+    w_hr = params[-1] if proj else None
+    T, B, I = x.shape
+    GH = w_ih.shape[0]
+    H = GH // G
+    x2 = x.reshape(T * B, I)
+    b_hn = None
+    if bias:
+        b_ih, b_hh = params[2], params[3]
+        if mode == "GRU":
+            b = torch.cat([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H:]])
+            b_hn = b_hh[2 * H:]
+        else:
+            b = b_ih + b_hh
+        xp = torch.addmm(b, x2, w_ih.t())
+    else:
+        xp = x2.mm(w_ih.t())
+    xp = xp.view(T, B, GH)
+    w_hh = w_hh.contiguous()
+    w_hr = None if w_hr is None else w_hr.contiguous()
+    h0 = h0.contiguous()
+    c0 = None if c0 is None else c0.contiguous()
+    tensors = (xp, w_hh, w_hr, b_hn, h0, c0)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        out = RecurrentFunction.apply(mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0)
+        if mode == "LSTM":
+            return out
+        return out[0], out[1], None
+    y, hT, cT, _ = _backend.forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse, training=False)
+    return y, hT, cT
+
+
+def rnn(
+    mode: str,
+    input: torch.Tensor,
+    hx: torch.Tensor,
+    cx: Optional[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    bias: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    proj_size: int = 0,
+    lengths: Optional[torch.Tensor] = None,
+):
+    """Runs a stacked recurrence. input: [T,B,I]; hx: [L*D,B,R]; cx: [L*D,B,H] (LSTM).
+
+    weights: torch's flat list (w_ih, w_hh[, b_ih, b_hh][, w_hr] per layer and direction).
+    lengths: [B] int64 steps per row, or None. Returns (output [T,B,D*R], h_n[, c_n]).
+    """
+    if mode not in _backend.GATES:
+        raise ValueError(f"Unknown mode {mode!r}")
+    D = 2 if bidirectional else 1
+    proj = proj_size > 0
+    per = _weights_per_direction(bias, proj)
+    if len(weights) != num_layers * D * per:
+        raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
+    if lengths is not None:
+        lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+    h_n, c_n = [], []
+    layer_in = input
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            params = weights[k * per:(k + 1) * per]
+            y, hT, cT = _direction(
+                mode, layer_in, params, bias, proj, hx[k], None if cx is None else cx[k], lengths, d == 1
+            )
+            outs.append(y)
+            h_n.append(hT)
+            c_n.append(cT)
+        layer_in = outs[0] if D == 1 else torch.cat(outs, -1)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_in = F.dropout(layer_in, dropout, training=True)
+    h_n = torch.stack(h_n)
+    if mode == "LSTM":
+        return layer_in, h_n, torch.stack(c_n)
+    return layer_in, h_n
+
+
+def _time_major(input, batch_first):
+    return input.transpose(0, 1) if batch_first else input
+
+
+def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False, bidirectional=False,
+         batch_first=False, proj_size=0, lengths=None):
+    """torch-like functional LSTM: returns (output, (h_n, c_n))."""
+    out, h, c = rnn("LSTM", _time_major(input, batch_first), hx[0], hx[1], weights, bias, num_layers, dropout,
+                    training, bidirectional, proj_size, lengths)
+    return _time_major(out, batch_first), (h, c)
+
+
+def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False, bidirectional=False,
+        batch_first=False, lengths=None):
+    """torch-like functional GRU: returns (output, h_n)."""
+    out, h = rnn("GRU", _time_major(input, batch_first), hx, None, weights, bias, num_layers, dropout, training,
+                 bidirectional, 0, lengths)
+    return _time_major(out, batch_first), h
+
+
+def rnn_tanh(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False, bidirectional=False,
+             batch_first=False, lengths=None):
+    out, h = rnn("RNN_TANH", _time_major(input, batch_first), hx, None, weights, bias, num_layers, dropout,
+                 training, bidirectional, 0, lengths)
+    return _time_major(out, batch_first), h
+
+
+def rnn_relu(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False, bidirectional=False,
+             batch_first=False, lengths=None):
+    out, h = rnn("RNN_RELU", _time_major(input, batch_first), hx, None, weights, bias, num_layers, dropout,
+                 training, bidirectional, 0, lengths)
+    return _time_major(out, batch_first), h

@@ -1,0 +1,173 @@
+"""Drop-in replacements for torch.nn.LSTM, GRU and RNN.
+
+The layers subclass ``torch.nn.RNNBase`` (not torch.nn.LSTM/GRU/RNN, which Dynamo refuses to
+trace), so constructor arguments, parameters, ``state_dict``, ``repr`` and torch's own
+argument checks are torch's. ``forward`` follows torch's flow (same shapes, same errors) and
+runs the time loop in the native core; where the core cannot serve (a device or dtype the
+build lacks) it falls back to torch's implementation and warns once.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import _backend
+from .functional import rnn as _rnn
+
+__all__ = ["LSTM", "GRU", "RNN"]
+
+_TORCH_CLASS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
+_warned: set = set()
+
+
+def _warn_fallback(what: str, reason: str) -> None:
+    key = (what, reason)
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"fastrnn.{what}: falling back to torch's implementation: {reason}", RuntimeWarning, stacklevel=3)
+
+
+class _FastRNNBase(nn.RNNBase):
+    """Shared forward of the three layers (torch's flow, native time loop)."""
+
+    def _name(self) -> str:
+        return "RNN" if self.mode.startswith("RNN") else self.mode
+
+    def forward(self, input, hx=None):  # noqa: C901 - mirrors torch's three forwards
+        data = input.data if isinstance(input, PackedSequence) else input
+        if isinstance(data, torch.Tensor) and not _backend.supports(data.dtype, data.device):
+            _warn_fallback(type(self).__name__, _backend.unsupported_reason(data.dtype, data.device))
+            return _TORCH_CLASS[self.mode].forward(self, input, hx)
+        self._update_flat_weights()
+        lstm = self.mode == "LSTM"
+        D = 2 if self.bidirectional else 1
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        orig_input = input
+        batch_sizes = None
+        sorted_indices = unsorted_indices = None
+        is_batched = True
+        batch_dim = 0 if self.batch_first else 1
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            max_batch_size = int(batch_sizes[0])
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            if input.dim() not in (2, 3):
+                if self.mode.startswith("RNN"):
+                    raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+                raise ValueError(f"{self.mode}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            max_batch_size = input.size(0) if self.batch_first else input.size(1)
+            if hx is not None:
+                if lstm:
+                    if is_batched:
+                        if hx[0].dim() != 3 or hx[1].dim() != 3:
+                            raise RuntimeError(
+                                "For batched 3-D input, hx and cx should "
+                                f"also be 3-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                            )
+                    else:
+                        if hx[0].dim() != 2 or hx[1].dim() != 2:
+                            raise RuntimeError(
+                                "For unbatched 2-D input, hx and cx should "
+                                f"also be 2-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                            )
+                        hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+                else:
+                    if is_batched:
+                        if hx.dim() != 3:
+                            raise RuntimeError(
+                                f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
+                            )
+                    else:
+                        if hx.dim() != 2:
+                            raise RuntimeError(
+                                f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor"
+                            )
+                        hx = hx.unsqueeze(1)
+        if hx is None:
+            zeros = dict(dtype=input.dtype, device=input.device)
+            h_zeros = torch.zeros(self.num_layers * D, max_batch_size, real_hidden if lstm else self.hidden_size,
+                                  **zeros)
+            if lstm:
+                hx = (h_zeros, torch.zeros(self.num_layers * D, max_batch_size, self.hidden_size, **zeros))
+            else:
+                hx = h_zeros
+        self.check_forward_args(input, hx, batch_sizes)
+        h0, c0 = (hx[0], hx[1]) if lstm else (hx, None)
+        for state in (h0, c0):
+            if state is not None and (state.dtype != input.dtype or state.device != input.device):
+                raise RuntimeError(
+                    f"Input and hidden tensors are not the same dtype or device, found input tensor with "
+                    f"{input.dtype} on {input.device} and hidden tensor with {state.dtype} on {state.device}"
+                )
+
+        lengths = None
+        if batch_sizes is not None:
+            x, lengths = pad_packed_sequence(PackedSequence(input, batch_sizes))
+        else:
+            if input.size(0 if not self.batch_first else 1) == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            x = input.transpose(0, 1) if self.batch_first else input
+        result = _rnn(self.mode, x, h0, c0, self._flat_weights, self.bias, self.num_layers, self.dropout,
+                      self.training, self.bidirectional, self.proj_size, lengths)
+        output = result[0]
+        hidden = (result[1], result[2]) if lstm else result[1]
+
+        if isinstance(orig_input, PackedSequence):
+            data_out = pack_padded_sequence(output, lengths).data
+            output_packed = PackedSequence(data_out, batch_sizes, sorted_indices, unsorted_indices)
+            return output_packed, self.permute_hidden(hidden, unsorted_indices)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = (hidden[0].squeeze(1), hidden[1].squeeze(1)) if lstm else hidden.squeeze(1)
+        return output, self.permute_hidden(hidden, unsorted_indices)
+
+
+class LSTM(_FastRNNBase):
+    r"""Drop-in for :class:`torch.nn.LSTM` (same arguments, parameters and results)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+
+
+class GRU(_FastRNNBase):
+    r"""Drop-in for :class:`torch.nn.GRU`."""
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
+
+
+class RNN(_FastRNNBase):
+    r"""Drop-in for :class:`torch.nn.RNN` (``nonlinearity='tanh'`` or ``'relu'``)."""
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif self.nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(mode, *args, **kwargs)
