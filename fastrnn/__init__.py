@@ -9,9 +9,12 @@ __version__ = "0.1.0"
 
 from . import functional, reference  # noqa: E402
 from ._backend import info as _backend_info  # noqa: E402
-from .modules import GRU, LSTM, RNN  # noqa: E402
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert  # noqa: E402
 
-__all__ = ["LSTM", "GRU", "RNN", "functional", "reference", "info", "__version__"]
+__all__ = [
+    "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "functional", "reference", "info",
+    "__version__",
+]
 
 
 def info() -> dict:

@@ -171,3 +171,143 @@ class RNN(_FastRNNBase):
         else:
             raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(mode, *args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------
+# Cells: one step, batched [B,I] or unbatched [I], with or without state.
+# ----------------------------------------------------------------------------------------
+def _check_cell_shapes(input, hx, hidden_size, input_size, label):
+    if input.size(1) != input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {input_size}")
+    if input.size(0) != hx.size(0):
+        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{label} batch size {hx.size(0)}")
+    if hx.size(1) != hidden_size:
+        raise RuntimeError(f"hidden{label} has inconsistent hidden_size: got {hx.size(1)}, expected {hidden_size}")
+    if hx.dtype != input.dtype:
+        raise RuntimeError(f"expected hidden{label} dtype {input.dtype} but got {hx.dtype}")
+
+
+class _FastCellMixin:
+    _mode: str
+
+    def _cell_forward(self, input, hx, name):
+        """torch's cell flow around one native step."""
+        lstm = self._mode == "LSTM"
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            if lstm:
+                for idx, value in enumerate(hx):
+                    if value.dim() not in (1, 2):
+                        raise ValueError(f"{name}: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead")
+            elif hx.dim() not in (1, 2):
+                raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            hx = (zeros, zeros) if lstm else zeros
+        elif not is_batched:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if lstm else hx.unsqueeze(0)
+        h0, c0 = (hx[0], hx[1]) if lstm else (hx, None)
+        _check_cell_shapes(input, h0, self.hidden_size, self.input_size, 0)
+        if lstm:
+            _check_cell_shapes(input, c0, self.hidden_size, self.input_size, 1)
+        params = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            params += [self.bias_ih, self.bias_hh]
+        from .functional import _direction
+
+        _, h, c = _direction(self._mode, input.unsqueeze(0), params, self.bias, False, h0, c0, None, False)
+        if not is_batched:
+            h = h.squeeze(0)
+            c = None if c is None else c.squeeze(0)
+        return (h, c) if lstm else h
+
+    def _native(self, input) -> bool:
+        if isinstance(input, torch.Tensor) and not _backend.supports(input.dtype, input.device):
+            _warn_fallback(type(self).__name__, _backend.unsupported_reason(input.dtype, input.device))
+            return False
+        return True
+
+
+class LSTMCell(_FastCellMixin, nn.LSTMCell):
+    r"""Drop-in for :class:`torch.nn.LSTMCell`, one native step per call."""
+
+    _mode = "LSTM"
+
+    def forward(self, input, hx=None):
+        if not self._native(input):
+            return nn.LSTMCell.forward(self, input, hx)
+        return self._cell_forward(input, hx, "LSTMCell")
+
+
+class GRUCell(_FastCellMixin, nn.GRUCell):
+    r"""Drop-in for :class:`torch.nn.GRUCell`."""
+
+    _mode = "GRU"
+
+    def forward(self, input, hx=None):
+        if not self._native(input):
+            return nn.GRUCell.forward(self, input, hx)
+        return self._cell_forward(input, hx, "GRUCell")
+
+
+class RNNCell(_FastCellMixin, nn.RNNCell):
+    r"""Drop-in for :class:`torch.nn.RNNCell` (``nonlinearity='tanh'`` or ``'relu'``)."""
+
+    @property
+    def _mode(self):
+        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
+
+    def forward(self, input, hx=None):
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        if not self._native(input):
+            return nn.RNNCell.forward(self, input, hx)
+        return self._cell_forward(input, hx, "RNNCell")
+
+
+__all__ += ["LSTMCell", "GRUCell", "RNNCell", "convert"]
+
+_TWINS = {
+    nn.LSTM: LSTM,
+    nn.GRU: GRU,
+    nn.RNN: RNN,
+    nn.LSTMCell: LSTMCell,
+    nn.GRUCell: GRUCell,
+    nn.RNNCell: RNNCell,
+}
+
+
+def _twin(module: nn.Module) -> nn.Module:
+    cls = _TWINS.get(type(module))
+    if cls is None:
+        return module
+    new = cls.__new__(cls)
+    state = module.__dict__.copy()
+    # Fresh containers, same Parameter/Buffer/Module objects: optimizers keep working.
+    for key in ("_parameters", "_buffers", "_modules"):
+        if key in state:
+            state[key] = state[key].copy()
+    if "_flat_weights" in state:
+        state["_flat_weights"] = list(state["_flat_weights"])
+    new.__dict__.update(state)
+    return new
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """Replaces every torch.nn.RNN/LSTM/GRU and cell inside ``module`` by its fastrnn twin,
+    in place, keeping the very same Parameter objects and the training/eval mode.
+
+    Returns the model (a new object only when ``module`` itself is a torch recurrent
+    layer). Converting twice is harmless.
+    """
+    for name, child in list(module.named_children()):
+        new = _twin(child)
+        if new is not child:
+            setattr(module, name, new)
+        else:
+            convert(child)
+    return _twin(module)

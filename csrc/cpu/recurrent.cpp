@@ -262,7 +262,9 @@ void forward(const ForwardArgs<S>& a) {
   const int G = cell_gates(a.cell);
   check_sizes(a.T, a.B, a.H, a.R, G);
   require(a.num_threads >= 1, "num_threads must be positive");
-  require(a.xp && a.w_hh && a.h0 && a.y && a.hT && a.work, "missing array");
+  if (a.B == 0) return;  // nothing to compute (empty arrays may have null data)
+  require(a.w_hh && a.h0 && a.hT && a.work, "missing array");
+  require(a.T == 0 || (a.xp && a.y), "missing array");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
   require(a.cell != Cell::LSTM || (a.c0 && a.cT), "LSTM needs c0 and cT");
@@ -478,7 +480,9 @@ void backward(const BackwardArgs<S>& a) {
   const int G = cell_gates(a.cell);
   check_sizes(a.T, a.B, a.H, a.R, G);
   require(a.num_threads >= 1, "num_threads must be positive");
-  require(a.w_hh && a.h0 && a.y && a.dy && a.dhT && a.dxp && a.dh0 && a.work, "missing array");
+  if (a.B == 0) return;
+  require(a.w_hh && a.h0 && a.dhT && a.dh0 && a.work, "missing array");
+  require(a.T == 0 || (a.y && a.dy && a.dxp), "missing array");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
   require(a.cell != Cell::LSTM || (a.c0 && a.dcT && a.dc0 && a.gates && a.cs), "LSTM backward needs c0, dcT, dc0, gates, cs");

@@ -1,0 +1,135 @@
+"""Bad input: the same exception type and message as torch, never a crash."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+from fastrnn import _backend
+from conftest import MODES, make_pair
+
+
+def _same_error(ref_call, fast_call):
+    with pytest.raises(Exception) as er:
+        ref_call()
+    with pytest.raises(Exception) as ef:
+        fast_call()
+    assert type(ef.value) is type(er.value), (ef.value, er.value)
+    assert str(ef.value) == str(er.value)
+
+
+def _hx(mode, *shape_h, shape_c=None):
+    h = torch.randn(*shape_h)
+    if mode == "LSTM":
+        return (h, torch.randn(*(shape_c or shape_h)))
+    return h
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_errors_match_torch(mode):
+    ref, fast = make_pair(mode, 3, 4, num_layers=2)
+    cases = [
+        (torch.randn(5, 2, 7), None),              # input_size mismatch
+        (torch.randn(5, 2, 3, 1), None),           # 4-D input
+        (torch.randn(5), None),                    # 1-D input
+        (torch.randn(5, 2, 3).double(), None),     # dtype mismatch with the weights
+        (torch.randn(5, 2, 3), _hx(mode, 1, 2, 4)),   # wrong layer count in hx
+        (torch.randn(5, 2, 3), _hx(mode, 2, 3, 4)),   # wrong batch in hx
+        (torch.randn(5, 2, 3), _hx(mode, 2, 2, 5)),   # wrong hidden size
+        (torch.randn(5, 2, 3), _hx(mode, 2, 4)),      # 2-D hx for batched input
+        (torch.randn(5, 3), _hx(mode, 2, 1, 4)),      # 3-D hx for unbatched input
+        (torch.randn(0, 2, 3), None),              # zero-length sequence
+    ]
+    if mode == "LSTM":
+        cases.append((torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(2, 2, 5))))  # wrong cell size
+    for x, hx in cases:
+        args = (x,) if hx is None else (x, hx)
+        _same_error(lambda: ref(*args), lambda: fast(*args))
+
+
+def test_constructor_errors_match_torch():
+    for kw in [dict(dropout=1.5), dict(proj_size=-1), dict(proj_size=4), dict(hidden_size=0)]:
+        args = dict(input_size=3, hidden_size=4)
+        args.update(kw)
+        _same_error(lambda: torch.nn.LSTM(**args), lambda: fastrnn.LSTM(**args))
+    _same_error(lambda: torch.nn.GRU(3, 4, proj_size=2), lambda: fastrnn.GRU(3, 4, proj_size=2))
+    _same_error(lambda: torch.nn.RNN(3, 4, nonlinearity="sigmoid"), lambda: fastrnn.RNN(3, 4, nonlinearity="sigmoid"))
+
+
+def test_empty_batch_like_torch():
+    for mode in MODES:
+        ref, fast = make_pair(mode, 3, 4, bidirectional=True)
+        x = torch.randn(5, 0, 3)
+        out_r, _ = ref(x)
+        out_f, h_f = fast(x)
+        assert out_f.shape == out_r.shape == (5, 0, 8)
+
+
+def test_nan_propagates_like_torch():
+    for mode in MODES:
+        ref, fast = make_pair(mode, 3, 4)
+        x = torch.randn(4, 2, 3)
+        x[1, 0, 0] = float("nan")
+        out_r, _ = ref(x)
+        out_f, _ = fast(x)
+        assert torch.equal(torch.isnan(out_f), torch.isnan(out_r)), mode
+        assert torch.isnan(out_f[1:, 0]).all() and not torch.isnan(out_f[:, 1]).any()
+
+
+def test_inf_input_like_torch():
+    ref, fast = make_pair("LSTM", 3, 4)
+    x = torch.randn(4, 2, 3)
+    x[0, 1, 2] = float("inf")
+    out_r, _ = ref(x)
+    out_f, _ = fast(x)
+    torch.testing.assert_close(out_f, out_r, equal_nan=True, atol=2e-5, rtol=1e-4)
+
+
+def test_core_rechecks_and_throws():
+    """The C++ core refuses what Python would never send: ValueError, no crash."""
+    x = torch.zeros(2, 1, 4)
+    w = torch.zeros(4, 1)
+    h = torch.zeros(1, 1)
+    c = torch.zeros(1, 1)
+    with pytest.raises(ValueError):
+        _backend.forward("LSTM", x, w, None, None, h, c, torch.tensor([3]), False, False)  # length > T
+    with pytest.raises(ValueError):
+        _backend.forward("LSTM", x, w, None, None, h, None, None, False, False)  # LSTM without c0
+    with pytest.raises(ValueError):
+        _backend.forward("LSTM", x, w[:, :0], None, None, h, c, None, False, False)  # wrong w_hh shape
+    C = _backend._C
+    with pytest.raises(ValueError):  # workspace too small, straight to the core
+        C.forward(0, 0, 2, 1, 1, 1, False, x.data_ptr(), w.data_ptr(), 0, 0, h.data_ptr(), c.data_ptr(), 0,
+                  x.data_ptr(), h.data_ptr(), c.data_ptr(), 0, 0, 0, h.data_ptr(), 1, 1)
+    with pytest.raises(ValueError):  # null arrays
+        C.forward(0, 0, 2, 1, 1, 1, False, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1000, 1)
+    with pytest.raises(ValueError):  # bad dtype / cell codes
+        C.forward_workspace(7, 0, 1, 1, 1)
+    with pytest.raises(ValueError):
+        C.forward_workspace(0, 9, 1, 1, 1)
+    with pytest.raises(ValueError):  # negative sizes
+        C.forward(0, 0, -1, 1, 1, 1, False, 1, 1, 0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1000, 1)
+
+
+def test_packed_with_bad_hidden_raises():
+    ref, fast = make_pair("GRU", 3, 4)
+    p = pack_padded_sequence(torch.randn(4, 3, 3), torch.tensor([4, 2, 1]))
+    with pytest.raises(RuntimeError):
+        fast(p, torch.randn(1, 2, 4))
+
+
+def test_fallback_for_unsupported_dtype_warns_once():
+    import fastrnn.modules as M
+
+    M._warned.clear()
+    ref, fast = make_pair("LSTM", 3, 4)
+    ref, fast = ref.to(torch.bfloat16), fast.to(torch.bfloat16)
+    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        out_f, _ = fast(x)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast(x)  # second call: no warning
+    out_r, _ = ref(x)
+    assert torch.equal(out_f, out_r)

@@ -1,0 +1,213 @@
+"""Outputs, final states and every gradient of fastrnn's layers against torch.nn."""
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from conftest import MODES, assert_close, make_pair
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _states(mode, L, B, R, H, dtype, batched=True):
+    shape_h = (L, B, R) if batched else (L, R)
+    shape_c = (L, B, H) if batched else (L, H)
+    h0 = torch.randn(*shape_h, dtype=dtype, requires_grad=True)
+    if mode == "LSTM":
+        c0 = torch.randn(*shape_c, dtype=dtype, requires_grad=True)
+        return (h0, c0), [h0, c0]
+    return h0, [h0]
+
+
+def _flat(h):
+    return list(h) if isinstance(h, tuple) else [h]
+
+
+def run_and_compare(ref, fast, x, hx, leaves, dtype, packed=False):
+    """Forward both layers, backprop the same random cotangents, compare everything."""
+    out_r, h_r = ref(x, hx) if hx is not None else ref(x)
+    out_f, h_f = fast(x, hx) if hx is not None else fast(x)
+    if packed:
+        assert torch.equal(out_r.batch_sizes, out_f.batch_sizes)
+        assert (out_r.sorted_indices is None) == (out_f.sorted_indices is None)
+        out_r, out_f = out_r.data, out_f.data
+    assert out_f.shape == out_r.shape and out_f.dtype == out_r.dtype
+    assert_close(out_f, out_r, dtype, "output")
+    for a, b in zip(_flat(h_f), _flat(h_r)):
+        assert a.shape == b.shape
+        assert_close(a, b, dtype, "final state")
+    cot = [torch.randn_like(out_r)] + [torch.randn_like(h) for h in _flat(h_r)]
+    params_r, params_f = list(ref.parameters()), list(fast.parameters())
+    g_r = torch.autograd.grad([out_r] + _flat(h_r), leaves + params_r, cot, retain_graph=True)
+    g_f = torch.autograd.grad([out_f] + _flat(h_f), leaves + params_f, cot)
+    names = [f"leaf{i}" for i in range(len(leaves))] + [n for n, _ in ref.named_parameters()]
+    for name, a, b in zip(names, g_f, g_r):
+        assert_close(a, b, dtype, f"grad {name}")
+
+
+GRID = list(itertools.product(
+    [1, 2, 3],          # num_layers
+    [False, True],      # bidirectional
+    [False, True],      # batch_first
+    [True, False],      # bias
+))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layers,bidir,batch_first,bias", GRID)
+@pytest.mark.parametrize("mode", MODES)
+def test_grid(mode, layers, bidir, batch_first, bias, dtype):
+    T, B, I, H = 5, 3, 4, 6
+    ref, fast = make_pair(mode, I, H, num_layers=layers, bidirectional=bidir, batch_first=batch_first,
+                          bias=bias, dtype=dtype)
+    x = torch.randn(*((B, T, I) if batch_first else (T, B, I)), dtype=dtype, requires_grad=True)
+    D = 2 if bidir else 1
+    hx, leaves = _states(mode, layers * D, B, H, H, dtype)
+    run_and_compare(ref, fast, x, hx, [x] + leaves, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True), (3, False)])
+@pytest.mark.parametrize("proj", [1, 3])
+def test_lstm_proj(proj, layers, bidir, dtype):
+    T, B, I, H = 6, 4, 5, 7
+    ref, fast = make_pair("LSTM", I, H, num_layers=layers, bidirectional=bidir, proj_size=proj, dtype=dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    D = 2 if bidir else 1
+    hx, leaves = _states("LSTM", layers * D, B, proj, H, dtype)
+    run_and_compare(ref, fast, x, hx, [x] + leaves, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", MODES)
+def test_no_initial_state(mode, dtype):
+    ref, fast = make_pair(mode, 3, 5, num_layers=2, bidirectional=True, dtype=dtype)
+    x = torch.randn(4, 2, 3, dtype=dtype, requires_grad=True)
+    run_and_compare(ref, fast, x, None, [x], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_unbatched(mode, batch_first, dtype):
+    ref, fast = make_pair(mode, 3, 5, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype)
+    x = torch.randn(6, 3, dtype=dtype, requires_grad=True)
+    hx, leaves = _states(mode, 4, None, 5, 5, dtype, batched=False)
+    run_and_compare(ref, fast, x, hx, [x] + leaves, dtype)
+    x2 = torch.randn(6, 3, dtype=dtype, requires_grad=True)
+    run_and_compare(ref, fast, x2, None, [x2], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 4, 3, 5), (7, 1, 3, 5), (6, 3, 2, 1), (1, 1, 1, 1)], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_edge_sizes(mode, shape, dtype):
+    T, B, I, H = shape
+    ref, fast = make_pair(mode, I, H, num_layers=2, bidirectional=True, dtype=dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    hx, leaves = _states(mode, 4, B, H, H, dtype)
+    run_and_compare(ref, fast, x, hx, [x] + leaves, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidir", [False, True])
+@pytest.mark.parametrize("mode", MODES + ["LSTM_PROJ"])
+def test_packed(mode, bidir, enforce_sorted, dtype):
+    kw = {}
+    R = H = 6
+    if mode == "LSTM_PROJ":
+        mode, kw, R = "LSTM", dict(proj_size=3), 3
+    T, B, I = 7, 5, 4
+    ref, fast = make_pair(mode, I, H, num_layers=2, bidirectional=bidir, dtype=dtype, **kw)
+    lengths = torch.tensor([7, 5, 5, 2, 1])
+    if not enforce_sorted:
+        lengths = lengths[torch.tensor([3, 0, 4, 2, 1])]
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    D = 2 if bidir else 1
+    hx, leaves = _states(mode, 2 * D, B, R, H, dtype)
+    run_and_compare(ref, fast, packed, hx, [x] + leaves, dtype, packed=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_packed_roundtrip_padded_output(mode):
+    """Padded output of a packed run: zeros past each length, like torch."""
+    ref, fast = make_pair(mode, 3, 4, bidirectional=True)
+    x = torch.randn(5, 3, 3)
+    lengths = torch.tensor([2, 5, 3])
+    p = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out_f, _ = pad_packed_sequence(fast(p)[0])
+    out_r, _ = pad_packed_sequence(ref(p)[0])
+    assert_close(out_f, out_r, torch.float32, "padded")
+    assert torch.all(out_f[3:, 0] == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_in_eval_mode(mode):
+    ref, fast = make_pair(mode, 3, 4, num_layers=2, dropout=0.3)
+    ref.eval()
+    fast.eval()
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    run_and_compare(ref, fast, x, None, [x], torch.float32)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inference_no_grad(mode):
+    ref, fast = make_pair(mode, 3, 4, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        out_r, h_r = ref(x)
+        out_f, h_f = fast(x)
+    assert not out_f.requires_grad
+    assert_close(out_f, out_r, torch.float32, "output")
+    with torch.inference_mode():
+        out_i, _ = fast(x)
+    assert_close(out_i, out_r, torch.float32, "inference_mode output")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout_between_layers(mode):
+    """Training-mode dropout: zeroes a fraction of layer outputs, is scaled, and depends on the seed."""
+    _, fast = make_pair(mode, 3, 64, num_layers=2, dropout=0.5)
+    fast.train()
+    x = torch.randn(4, 8, 3)
+    torch.manual_seed(0)
+    a, _ = fast(x)
+    torch.manual_seed(0)
+    b, _ = fast(x)
+    torch.manual_seed(1)
+    c, _ = fast(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    fast.eval()
+    d, _ = fast(x)
+    e, _ = fast(x)
+    assert torch.equal(d, e)
+    # With p=1 the second layer sees only zeros: its output is that of a zero input.
+    _, f1 = make_pair(mode, 3, 5, num_layers=2, dropout=1.0)
+    f1.train()
+    out, _ = f1(x)
+    ref_single = f1.__class__(5, 5, **({"nonlinearity": "relu"} if mode == "RNN_RELU" else {}))
+    ref_single.weight_ih_l0.data.copy_(f1.weight_ih_l1)
+    ref_single.weight_hh_l0.data.copy_(f1.weight_hh_l1)
+    ref_single.bias_ih_l0.data.copy_(f1.bias_ih_l1)
+    ref_single.bias_hh_l0.data.copy_(f1.bias_hh_l1)
+    expect, _ = ref_single(torch.zeros(4, 8, 5))
+    assert_close(out, expect, torch.float32, "p=1 dropout")
+
+
+def test_noncontiguous_input():
+    ref, fast = make_pair("LSTM", 4, 5)
+    x = torch.randn(3, 6, 8)[:, ::2, ::2].detach().requires_grad_()
+    assert not x.is_contiguous()
+    run_and_compare(ref, fast, x, None, [x], torch.float32)
+
+
+def test_larger_shape_threads():
+    """A shape large enough for the threaded kernel path."""
+    for mode in MODES:
+        ref, fast = make_pair(mode, 16, 96, num_layers=1)
+        x = torch.randn(6, 48, 16, requires_grad=True)
+        run_and_compare(ref, fast, x, None, [x], torch.float32)
