@@ -1,5 +1,9 @@
 #include "parallel.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <atomic>
 #include <exception>
 #include <mutex>
@@ -18,6 +22,40 @@ namespace cpu {
 
 Barrier::Barrier(int parties) : parties_(parties), count_(0), generation_(0) {}
 
+#ifdef _OPENMP
+// With OpenMP the kernels run on the process's OpenMP pool: torch's own (libgomp.so.1 is
+// loaded once per process), whose workers are still spinning after torch's input-projection
+// GEMM. A second pool of threads would have to wait for them to yield the cores.
+void Barrier::wait() {
+  if (parties_ > 1) {
+#pragma omp barrier
+  }
+}
+
+void parallel_run(int nt, void (*fn)(void*, int, int), void* ctx) {
+  if (nt <= 1) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  int got = 0;
+#pragma omp parallel num_threads(nt)
+  {
+    const int n = omp_get_num_threads();
+#pragma omp single
+    got = n;
+    // The kernels split work by (tid, n) and meet at barriers: every thread must run fn.
+    try {
+      fn(ctx, omp_get_thread_num(), got);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+#else
 void Barrier::wait() {
   std::atomic_ref<int> count(count_);
   std::atomic_ref<int> generation(generation_);
@@ -60,6 +98,7 @@ void parallel_run(int nt, void (*fn)(void*, int, int), void* ctx) {
   for (auto& w : workers) w.join();
   if (error) std::rethrow_exception(error);
 }
+#endif
 
 }  // namespace cpu
 }  // namespace fastrnn
