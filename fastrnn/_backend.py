@@ -119,7 +119,7 @@ def forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse: bool, training
         code, CELLS[mode], T, B, H, R, bool(reverse),
         _ptr(xp), _ptr(w_hh), _ptr(w_hr), _ptr(b_hn), _ptr(h0), _ptr(c0), _ptr(lengths),
         _ptr(y), _ptr(hT), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(work), ws,
-        num_threads(),
+        num_threads(), False,
     )
     return y, hT, cT, (gates, cs, hpre)
 
@@ -176,3 +176,152 @@ def info() -> dict:
         "cuda_compiled": bool(getattr(_C, "cuda_compiled", False)),
         "threads": num_threads(),
     }
+
+
+class Stepper:
+    """Single-step inference over a stack of unidirectional layers, for generation loops.
+
+    The recurrent weights are packed into the workspace on the first step and reused after
+    (``prepacked``); buffers are preallocated, so a step costs one small GEMM per layer in
+    torch plus one native call. ``layers``: per layer (w_ih [G*H,I], w_hh [G*H,R],
+    bias [G*H] or None (foldable biases), b_hn [H] or None, w_hr [R,H] or None).
+    """
+
+    def __init__(self, mode: str, layers, batch: int):
+        if _C is None:
+            raise RuntimeError(unsupported_reason(torch.float32, torch.device("cpu")))
+        self.mode = mode
+        self.G = GATES[mode]
+        self.B = batch
+        self.layers = []
+        for w_ih, w_hh, bias, b_hn, w_hr in layers:
+            dt = w_ih.dtype
+            if not supports(dt, w_ih.device):
+                raise RuntimeError(unsupported_reason(dt, w_ih.device))
+            GH, R = w_hh.shape
+            H = GH // self.G
+            w_hh = w_hh.detach().contiguous()
+            ws = _C.forward_workspace(DTYPES[dt], CELLS[mode], batch, H, R)
+            L = dict(
+                w_ih_t=w_ih.detach().t(), bias=None if bias is None else bias.detach(),
+                w_hh=w_hh, b_hn=None if b_hn is None else b_hn.detach().contiguous(),
+                w_hr=None if w_hr is None else w_hr.detach().contiguous(),
+                H=H, R=R, dt=dt, ws=ws, work=w_hh.new_empty((max(ws, 1),)), packed=False,
+                xp=w_hh.new_empty((1, batch, GH)), y=w_hh.new_empty((1, batch, R)),
+                h=[w_hh.new_zeros((batch, R)), w_hh.new_zeros((batch, R))],
+                c=[w_hh.new_zeros((batch, H)), w_hh.new_zeros((batch, H))] if mode == "LSTM" else None,
+                cur=0,
+            )
+            self.layers.append(L)
+
+    def set_state(self, h, c=None) -> None:
+        """h: [L,B,R]; c: [L,B,H] for LSTM."""
+        for k, L in enumerate(self.layers):
+            L["h"][L["cur"]].copy_(h[k])
+            if L["c"] is not None:
+                L["c"][L["cur"]].copy_(c[k])
+
+    def state(self):
+        h = torch.stack([L["h"][L["cur"]] for L in self.layers])
+        if self.mode == "LSTM":
+            return h, torch.stack([L["c"][L["cur"]] for L in self.layers])
+        return h
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B,I] -> the top layer's new hidden state [B,R] (a buffer: copy it to keep it)."""
+        nt = num_threads()
+        for L in self.layers:
+            xp = L["xp"][0]
+            if L["bias"] is not None:
+                torch.addmm(L["bias"], x, L["w_ih_t"], out=xp)
+            else:
+                torch.mm(x, L["w_ih_t"], out=xp)
+            cur, nxt = L["cur"], 1 - L["cur"]
+            h0, hT = L["h"][cur], L["h"][nxt]
+            c0, cT = (L["c"][cur], L["c"][nxt]) if L["c"] is not None else (None, None)
+            _C.forward(
+                DTYPES[L["dt"]], CELLS[self.mode], 1, self.B, L["H"], L["R"], False,
+                xp.data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hn"]), h0.data_ptr(),
+                _ptr(c0), 0, L["y"].data_ptr(), hT.data_ptr(), _ptr(cT), 0, 0, 0,
+                L["work"].data_ptr(), L["ws"], nt, L["packed"],
+            )
+            L["packed"] = True
+            L["cur"] = nxt
+            x = hT
+        return x
+
+    def closed_loop(self, p0: torch.Tensor, steps: int, w_o: torch.Tensor, b_o, residual: bool) -> torch.Tensor:
+        """Generation where the input of each step is the linear head of the previous top state.
+
+        p0: [B,I] the first prediction (the input of the first step); head: p = h @ w_o^T + b_o
+        (+ the previous input when ``residual``). The head is folded into the first layer's
+        input projection (xp = (W_ih w_o) h + W_ih b_o + bias), so a step is one small GEMM
+        and one native call per layer. Returns the top states [steps,B,R]; the caller applies
+        the head to all of them at once.
+        """
+        first = self.layers[0]
+        top = self.layers[-1]
+        w_ih = first["w_ih_t"].t()
+        m_t = (w_ih @ w_o.detach()).t().contiguous()        # [R_top, G*H]
+        c = w_ih @ b_o.detach() if b_o is not None else None  # [G*H]
+        fused_bias = first["bias"]
+        if c is not None:
+            fused_bias = c if fused_bias is None else fused_bias + c
+        hist = top["y"].new_empty((steps, self.B, top["R"]))
+        stride = self.B * top["R"] * hist.element_size()
+        base = hist.data_ptr()
+        nt = num_threads()
+        xp0 = first["xp"][0]
+        if first["bias"] is not None:
+            torch.addmm(first["bias"], p0, first["w_ih_t"], out=xp0)
+        else:
+            torch.mm(p0, first["w_ih_t"], out=xp0)
+        code = DTYPES[first["dt"]]
+        cell = CELLS[self.mode]
+        fwd = _C.forward
+        # Per layer and per parity of the step, the native call's arguments; only the output
+        # pointer of the top layer changes from step to step (it writes into hist).
+        plans = []
+        for L in self.layers:
+            per_parity = []
+            for cur in (0, 1):
+                nxt = 1 - cur
+                c0, cT = (L["c"][cur], L["c"][nxt]) if L["c"] is not None else (None, None)
+                per_parity.append([
+                    code, cell, 1, self.B, L["H"], L["R"], False,
+                    L["xp"].data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hn"]),
+                    L["h"][cur].data_ptr(), _ptr(c0), 0, L["y"].data_ptr(), L["h"][nxt].data_ptr(), _ptr(cT),
+                    0, 0, 0, L["work"].data_ptr(), L["ws"], nt, L["packed"],
+                ])
+            plans.append((L, per_parity))
+        hT_of = [[L["h"][1], L["h"][0]] for L in self.layers]
+        for s in range(steps):
+            x = None
+            for k, (L, per_parity) in enumerate(plans):
+                cur = L["cur"]
+                if k > 0:
+                    if L["bias"] is not None:
+                        torch.addmm(L["bias"], x, L["w_ih_t"], out=L["xp"][0])
+                    else:
+                        torch.mm(x, L["w_ih_t"], out=L["xp"][0])
+                args = per_parity[cur]
+                if L is top:
+                    args[14] = base + s * stride
+                fwd(*args)
+                x = hT_of[k][cur]
+                L["cur"] = 1 - cur
+            if s == 0:  # the weights are packed now: later steps skip the packing
+                for L, per_parity in plans:
+                    L["packed"] = True
+                    for args in per_parity:
+                        args[-1] = True
+            # next input projection from this step's top state (the head folded in)
+            if residual:
+                xp0.addmm_(x, m_t)
+                if c is not None:
+                    xp0.add_(c)
+            elif fused_bias is not None:
+                torch.addmm(fused_bias, x, m_t, out=xp0)
+            else:
+                torch.mm(x, m_t, out=xp0)
+        return hist

@@ -54,6 +54,8 @@ struct ForwardArgs {
   S* work;                 // scratch
   int64_t work_size;       // elements in work
   int num_threads;         // >= 1
+  bool prepacked;          // work already holds the packed weights of an earlier call with the
+                           // same cell, sizes and weights (single-step generation loops)
 };
 
 // Backward time loop of one layer and one direction: the reverse of ForwardArgs' visit order.

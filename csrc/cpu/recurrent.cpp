@@ -232,7 +232,7 @@ void forward_cell(const ForwardArgs<S>& a) {
   f.a = &a;
   S* wp1 = w;
   w += ceil_div(H, N) * N * G * R;
-  pack_rows(a.w_hh, G, H, R, wp1);
+  if (!a.prepacked) pack_rows(a.w_hh, G, H, R, wp1);
   f.wp1 = wp1;
   f.wp2 = nullptr;
   f.hpre_s = nullptr;
@@ -242,7 +242,7 @@ void forward_cell(const ForwardArgs<S>& a) {
   if (proj) {
     S* wp2 = w;
     w += ceil_div(R, N) * N * H;
-    pack_rows(a.w_hr, 1, R, H, wp2);
+    if (!a.prepacked) pack_rows(a.w_hr, 1, R, H, wp2);
     f.wp2 = wp2;
     f.hpre_s = w;
     w += B * H;
