@@ -2,10 +2,14 @@
 import json
 import subprocess
 import sys
+import tempfile
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "fastrnn.cli", *args], capture_output=True, text=True, timeout=300)
+    # cwd away from the source tree, so the installed package (with its extension) runs
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "fastrnn.cli", *args], capture_output=True, text=True,
+                              timeout=300, cwd=cwd)
 
 
 def test_info_json():
@@ -13,6 +17,7 @@ def test_info_json():
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert {"version", "isa", "cuda_compiled", "threads", "torch"} <= set(info)
+    assert info["extension"] and info["isa"] in ("generic", "avx2", "avx512")
 
 
 def test_bench_table_and_json(tmp_path):

@@ -53,8 +53,10 @@ def test_every_isa_matches(isa, tmp_path):
     import sys
 
     env = dict(os.environ, FASTRNN_ISA=isa)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # cwd away from the source tree: the installed package (with its extension) is tested
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     picked = res.stdout.strip().splitlines()[-1]
+    assert picked in ("generic", "avx2", "avx512"), res.stdout
     if picked != isa:
         pytest.skip(f"this CPU cannot run {isa} (picked {picked})")

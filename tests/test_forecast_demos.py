@@ -74,8 +74,9 @@ def _demo(name, tmp_path, *extra):
     png = tmp_path / f"{name}.png"
     res = subprocess.run(
         [sys.executable, "-m", "fastrnn.cli", "demo", name, "--epochs", "1", "--json", "--quiet", "--plot", str(png),
-         *extra], capture_output=True, text=True, timeout=300)
+         *extra], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "falling back" not in res.stderr  # the native layers ran
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for key in ("train_loss", "test_rmse", "baseline_rmse", "seconds"):
         assert isinstance(out[key], float), key
@@ -99,7 +100,7 @@ def test_demo_compare_and_cell(tmp_path):
     assert out["cell"] == "gru" and out["torch_seconds"] > 0
 
 
-def test_demo_bad_arguments():
+def test_demo_bad_arguments(tmp_path):
     res = subprocess.run([sys.executable, "-m", "fastrnn.cli", "demo", "sine", "--epochs", "-3"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2 and "epochs" in res.stderr

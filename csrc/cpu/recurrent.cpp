@@ -181,39 +181,24 @@ struct Forward {
       S* hp_step = proj ? (a->hpre != nullptr ? a->hpre + t * B * H : hpre_s) : nullptr;
       for (int64_t p = p1b; p < p1e; ++p) {
         const int64_t j0 = p * N, nu = imin(N, H - j0);
-        const S* panel = wp1 + p * R * G * N;
-        for (int64_t b0 = 0; b0 < B; b0 += MR) {
-          const S* arow[MR];
-          for (int r = 0; r < MR; ++r) arow[r] = hprev + imin(b0 + r, B - 1) * R;
-          vec acc[MR][G];
-          panel_gemm<S, MR, G>(arow, R, panel, acc);
-          const int64_t rows = imin(MR, B - b0);
-          for (int64_t r = 0; r < rows; ++r) epilogue(t, b0 + r, j0, nu, acc[r], hprev, hnext, hp_step);
-        }
+        gemm_rows<S, MR, G>(hprev, R, B, R, wp1 + p * R * G * N, [&](int64_t b, const vec* acc) {
+          epilogue(t, b, j0, nu, acc, hprev, hnext, hp_step);
+        });
       }
       if (proj) {
         bar->wait();
         for (int64_t p = p2b; p < p2e; ++p) {
           const int64_t u0 = p * N, nu = imin(N, R - u0);
-          const S* panel = wp2 + p * H * N;
-          for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
-            const S* arow[kMR1];
-            for (int r = 0; r < kMR1; ++r) arow[r] = hp_step + imin(b0 + r, B - 1) * H;
-            vec acc[kMR1][1];
-            panel_gemm<S, kMR1, 1>(arow, H, panel, acc);
-            const int64_t rows = imin(kMR1, B - b0);
-            for (int64_t r = 0; r < rows; ++r) {
-              const int64_t b = b0 + r;
-              S* yr = a->y + (t * B + b) * R + u0;
-              if (active(a->lengths, b, t)) {
-                store_n(hnext + b * R + u0, acc[r][0], nu);
-                store_n(yr, acc[r][0], nu);
-              } else {
-                store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
-                store_n(yr, vec{}, nu);
-              }
+          gemm_rows<S, kMR1, 1>(hp_step, H, B, H, wp2 + p * H * N, [&](int64_t b, const vec* acc) {
+            S* yr = a->y + (t * B + b) * R + u0;
+            if (active(a->lengths, b, t)) {
+              store_n(hnext + b * R + u0, acc[0], nu);
+              store_n(yr, acc[0], nu);
+            } else {
+              store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
+              store_n(yr, vec{}, nu);
             }
-          }
+          });
         }
       }
       bar->wait();
@@ -379,38 +364,25 @@ struct Backward {
       // Phase A: dh (R wide) = dG_prev @ W_hh + carry (+ dy), per panel of R units.
       for (int64_t p = p1b; p < p1e; ++p) {
         const int64_t u0 = p * N, nu = imin(N, R - u0);
-        const S* panel = wp1 + p * GH * N;
-        for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
-          vec acc[kMR1][1];
-          if (prev_dg != nullptr) {
-            const S* arow[kMR1];
-            for (int r = 0; r < kMR1; ++r) arow[r] = prev_dg + imin(b0 + r, B - 1) * GH;
-            panel_gemm<S, kMR1, 1>(arow, GH, panel, acc);
-          } else {
-            for (int r = 0; r < kMR1; ++r) acc[r][0] = vec{};
-          }
-          const int64_t rows = imin(kMR1, B - b0);
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t b = b0 + r;
-            S* carry = a->dh0 + b * R + u0;
-            if (last || !active(a->lengths, b, t)) {
-              store_n(carry, load_n(carry, nu) + acc[r][0], nu);
-              if (!last) {
-                if (proj)
-                  store_n(a->dhid + (t * B + b) * R + u0, vec{}, nu);
-                else
-                  zero_step(t, b, u0, nu, dgh_cur);
-              }
-              continue;
+        gemm_rows<S, kMR1, 1>(prev_dg, GH, B, GH, wp1 + p * GH * N, [&](int64_t b, const vec* acc) {
+          S* carry = a->dh0 + b * R + u0;
+          if (last || !active(a->lengths, b, t)) {
+            store_n(carry, load_n(carry, nu) + acc[0], nu);
+            if (!last) {
+              if (proj)
+                store_n(a->dhid + (t * B + b) * R + u0, vec{}, nu);
+              else
+                zero_step(t, b, u0, nu, dgh_cur);
             }
-            const vec dh = acc[r][0] + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
-            store_n(carry, vec{}, nu);
-            if (proj)
-              store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
-            else
-              cell_backward(t, b, u0, nu, dh, dgh_cur);
+            return;
           }
-        }
+          const vec dh = acc[0] + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
+          store_n(carry, vec{}, nu);
+          if (proj)
+            store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
+          else
+            cell_backward(t, b, u0, nu, dh, dgh_cur);
+        });
       }
       if (last) break;
       if (proj) {
@@ -419,21 +391,12 @@ struct Backward {
         const S* dhr = a->dhid + t * B * R;
         for (int64_t p = p2b; p < p2e; ++p) {
           const int64_t j0 = p * N, nu = imin(N, H - j0);
-          const S* panel = wp2 + p * R * N;
-          for (int64_t b0 = 0; b0 < B; b0 += kMR1) {
-            const S* arow[kMR1];
-            for (int r = 0; r < kMR1; ++r) arow[r] = dhr + imin(b0 + r, B - 1) * R;
-            vec acc[kMR1][1];
-            panel_gemm<S, kMR1, 1>(arow, R, panel, acc);
-            const int64_t rows = imin(kMR1, B - b0);
-            for (int64_t r = 0; r < rows; ++r) {
-              const int64_t b = b0 + r;
-              if (active(a->lengths, b, t))
-                cell_backward(t, b, j0, nu, acc[r][0], nullptr);
-              else
-                zero_step(t, b, j0, nu, nullptr);
-            }
-          }
+          gemm_rows<S, kMR1, 1>(dhr, R, B, R, wp2 + p * R * N, [&](int64_t b, const vec* acc) {
+            if (active(a->lengths, b, t))
+              cell_backward(t, b, j0, nu, acc[0], nullptr);
+            else
+              zero_step(t, b, j0, nu, nullptr);
+          });
         }
       }
       bar->wait();

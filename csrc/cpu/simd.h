@@ -176,6 +176,25 @@ inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, ve
   }
 }
 
+// Runs panel_gemm over all B rows of a (row stride lda, K columns) in tiles of MR and hands
+// each row's accumulators to epi(b, acc[G]). A null `a` stands for zeros (no GEMM).
+template <typename S, int MR, int G, typename Epi>
+inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi) {
+  for (int64_t b0 = 0; b0 < B; b0 += MR) {
+    vec_t<S> acc[MR][G];
+    if (a != nullptr) {
+      const S* arow[MR];
+      for (int r = 0; r < MR; ++r) arow[r] = a + imin(b0 + r, B - 1) * lda;
+      panel_gemm<S, MR, G>(arow, K, panel, acc);
+    } else {
+      for (int r = 0; r < MR; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = vec_t<S>{};
+    }
+    const int64_t rows = imin(MR, B - b0);
+    for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
+  }
+}
+
 }  // namespace FASTRNN_ISA
 }  // namespace cpu
 }  // namespace fastrnn
