@@ -3,7 +3,7 @@
 Torch computes the input projection before it and the weight gradients after it with big
 GEMMs (DESIGN section 2); the Function only owns the recurrence:
 
-    (xp, w_hh, w_hr, b_hn, h0, c0) -> (y, hT[, cT])
+    (xp, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      h0, c0: None for zeros
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def h_prev(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> torch.T
 
 class RecurrentFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0):
-        y, hT, cT, saved = _backend.forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse, training=True)
+    def forward(ctx, mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0):
+        y, hT, cT, saved = _backend.forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, training=True,
+                                            validate=False)
         ctx.mode = mode
         ctx.reverse = reverse
         ctx.lengths = lengths
@@ -61,20 +62,23 @@ class RecurrentFunction(torch.autograd.Function):
         dxp, dhid, dh0, dc0 = _backend.backward(
             mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT
         )
-        need = ctx.needs_input_grad  # (mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0)
-        d_whh = d_whr = d_bhn = None
-        if need[4]:
-            hp = h_prev(y, h0, lengths, reverse).reshape(T * B, R)
+        need = ctx.needs_input_grad  # (mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
+        d_whh = d_whr = d_bhh = None
+        if need[4] or need[6]:
+            # gradient of the recurrent pre-activations h W_hh^T + b_hh
             dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
-            d_whh = dg.reshape(T * B, G * H).t().mm(hp)
+            dg = dg.reshape(T * B, G * H)
+            if need[4]:
+                h0z = h0 if h0 is not None else y.new_zeros((B, R))
+                d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
+            if need[6]:
+                d_bhh = dg.sum(0)
         if w_hr is not None and need[5]:
             d_whr = dhid.reshape(T * B, R).t().mm(hpre.reshape(T * B, H))
-        if mode == "GRU" and need[6]:
-            d_bhn = dhid.sum((0, 1))
         return (
             None, None, None,
             dxp if need[3] else None,
-            d_whh, d_whr, d_bhn,
+            d_whh, d_whr, d_bhh,
             dh0 if need[7] else None,
             dc0 if (mode == "LSTM" and need[8]) else None,
         )

@@ -79,9 +79,13 @@ def _check_lengths(lengths: torch.Tensor | None, B: int, T: int) -> None:
         raise ValueError(f"fastrnn: lengths must lie in [0, {T}]")
 
 
-def forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse: bool, training: bool):
-    """One layer, one direction. xp: [T,B,G*H] input projection with the foldable biases.
+def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool, validate: bool = True,
+            hT=None, cT=None):
+    """One layer, one direction. xp: [T,B,G*H] input projection x W_ih^T + b_ih.
 
+    h0 [B,R] / c0 [B,H] may be None for a zero initial state; hT / cT may be given as
+    (contiguous) output tensors. ``validate=False`` is for callers that built every tensor
+    themselves (fastrnn.functional); the core re-checks sizes either way.
     Returns (y [T,B,R], hT [B,R], cT [B,H] or None, saved) where saved holds what
     ``backward`` needs when ``training`` (gates, cs, hpre), else Nones.
     """
@@ -89,36 +93,40 @@ def forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse: bool, training
     T, B, GH = xp.shape
     H = GH // G
     R = w_hh.shape[1]
-    dt = xp.dtype
-    _check(xp, "xp", (T, B, G * H), dt)
-    _check(w_hh, "w_hh", (G * H, R), dt)
-    _check(w_hr, "w_hr", (R, H), dt)
-    _check(b_hn, "b_hn", (H,), dt)
-    _check(h0, "h0", (B, R), dt)
-    _check(c0, "c0", (B, H), dt)
-    _check_lengths(lengths, B, T)
-    if (w_hr is not None) != (R != H):
-        raise ValueError("fastrnn: the recurrent width differs from hidden size exactly when projecting")
     lstm = mode == "LSTM"
-    if lstm and c0 is None:
-        raise ValueError("fastrnn: LSTM needs c0")
+    if validate:
+        dt = xp.dtype
+        _check(xp, "xp", (T, B, G * H), dt)
+        _check(w_hh, "w_hh", (G * H, R), dt)
+        _check(w_hr, "w_hr", (R, H), dt)
+        _check(b_hh, "b_hh", (G * H,), dt)
+        _check(h0, "h0", (B, R), dt)
+        _check(c0, "c0", (B, H), dt)
+        _check(hT, "hT", (B, R), dt)
+        _check(cT, "cT", (B, H), dt)
+        _check_lengths(lengths, B, T)
+        if (w_hr is not None) != (R != H):
+            raise ValueError("fastrnn: the recurrent width differs from hidden size exactly when projecting")
     y = xp.new_empty((T, B, R))
-    hT = xp.new_empty((B, R))
-    cT = xp.new_empty((B, H)) if lstm else None
+    if hT is None:
+        hT = xp.new_empty((B, R))
+    if lstm and cT is None:
+        cT = xp.new_empty((B, H))
     gates = cs = hpre = None
     if training:
-        if mode in ("LSTM", "GRU"):
-            gates = xp.new_empty((T, B, G * H))
+        if mode != "RNN_TANH" and mode != "RNN_RELU":
+            gates = xp.new_empty((T, B, GH))
             cs = xp.new_empty((T, B, H))
         if w_hr is not None:
             hpre = xp.new_empty((T, B, H))
-    code = DTYPES[dt]
-    ws = _C.forward_workspace(code, CELLS[mode], B, H, R)
-    work = xp.new_empty((max(ws, 1),))
+    code = DTYPES[xp.dtype]
+    cell = CELLS[mode]
+    ws = _C.forward_workspace(code, cell, B, H, R)
+    work = xp.new_empty((ws,))
     _C.forward(
-        code, CELLS[mode], T, B, H, R, bool(reverse),
-        _ptr(xp), _ptr(w_hh), _ptr(w_hr), _ptr(b_hn), _ptr(h0), _ptr(c0), _ptr(lengths),
-        _ptr(y), _ptr(hT), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(work), ws,
+        code, cell, T, B, H, R, reverse,
+        xp.data_ptr(), w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0), _ptr(c0), _ptr(lengths),
+        y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), work.data_ptr(), ws,
         num_threads(), False,
     )
     return y, hT, cT, (gates, cs, hpre)
@@ -136,6 +144,8 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
     T, B, R = y.shape
     H = w_hh.shape[0] // G
     dt = y.dtype
+    if not isinstance(dt, torch.dtype) or dt not in DTYPES:
+        raise ValueError(f"fastrnn: unsupported dtype {dt}")
     _check(w_hh, "w_hh", (G * H, R), dt)
     _check(w_hr, "w_hr", (R, H), dt)
     _check(h0, "h0", (B, R), dt)
@@ -184,7 +194,7 @@ class Stepper:
     The recurrent weights are packed into the workspace on the first step and reused after
     (``prepacked``); buffers are preallocated, so a step costs one small GEMM per layer in
     torch plus one native call. ``layers``: per layer (w_ih [G*H,I], w_hh [G*H,R],
-    bias [G*H] or None (foldable biases), b_hn [H] or None, w_hr [R,H] or None).
+    b_ih [G*H] or None, b_hh [G*H] or None, w_hr [R,H] or None).
     """
 
     def __init__(self, mode: str, layers, batch: int):
@@ -194,7 +204,7 @@ class Stepper:
         self.G = GATES[mode]
         self.B = batch
         self.layers = []
-        for w_ih, w_hh, bias, b_hn, w_hr in layers:
+        for w_ih, w_hh, bias, b_hh, w_hr in layers:
             dt = w_ih.dtype
             if not supports(dt, w_ih.device):
                 raise RuntimeError(unsupported_reason(dt, w_ih.device))
@@ -204,7 +214,7 @@ class Stepper:
             ws = _C.forward_workspace(DTYPES[dt], CELLS[mode], batch, H, R)
             L = dict(
                 w_ih_t=w_ih.detach().t(), bias=None if bias is None else bias.detach(),
-                w_hh=w_hh, b_hn=None if b_hn is None else b_hn.detach().contiguous(),
+                w_hh=w_hh, b_hh=None if b_hh is None else b_hh.detach().contiguous(),
                 w_hr=None if w_hr is None else w_hr.detach().contiguous(),
                 H=H, R=R, dt=dt, ws=ws, work=w_hh.new_empty((max(ws, 1),)), packed=False,
                 xp=w_hh.new_empty((1, batch, GH)), y=w_hh.new_empty((1, batch, R)),
@@ -241,7 +251,7 @@ class Stepper:
             c0, cT = (L["c"][cur], L["c"][nxt]) if L["c"] is not None else (None, None)
             _C.forward(
                 DTYPES[L["dt"]], CELLS[self.mode], 1, self.B, L["H"], L["R"], False,
-                xp.data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hn"]), h0.data_ptr(),
+                xp.data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hh"]), h0.data_ptr(),
                 _ptr(c0), 0, L["y"].data_ptr(), hT.data_ptr(), _ptr(cT), 0, 0, 0,
                 L["work"].data_ptr(), L["ws"], nt, L["packed"],
             )
@@ -289,7 +299,7 @@ class Stepper:
                 c0, cT = (L["c"][cur], L["c"][nxt]) if L["c"] is not None else (None, None)
                 per_parity.append([
                     code, cell, 1, self.B, L["H"], L["R"], False,
-                    L["xp"].data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hn"]),
+                    L["xp"].data_ptr(), L["w_hh"].data_ptr(), _ptr(L["w_hr"]), _ptr(L["b_hh"]),
                     L["h"][cur].data_ptr(), _ptr(c0), 0, L["y"].data_ptr(), L["h"][nxt].data_ptr(), _ptr(cT),
                     0, 0, 0, L["work"].data_ptr(), L["ws"], nt, L["packed"],
                 ])

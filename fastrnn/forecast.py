@@ -28,24 +28,13 @@ def _stepper_for(model, batch: int):
     w0 = rnn._flat_weights[0]
     if not _backend.supports(w0.dtype, w0.device):
         return None
-    G = _backend.GATES[rnn.mode]
-    H = rnn.hidden_size
     per = 2 + (2 if rnn.bias else 0) + (1 if rnn.proj_size else 0)
+    weights = [getattr(rnn, n) for n in rnn._flat_weights_names]
     layers = []
     for k in range(rnn.num_layers):
-        p = rnn._flat_weights[k * per:(k + 1) * per]
-        w_ih, w_hh = p[0], p[1]
-        bias = b_hn = None
-        if rnn.bias:
-            b_ih, b_hh = p[2], p[3]
-            if rnn.mode == "GRU":
-                bias = torch.cat([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H:]])
-                b_hn = b_hh[2 * H:]
-            else:
-                bias = b_ih + b_hh
-        w_hr = p[-1] if rnn.proj_size else None
-        assert w_ih.shape[0] == G * H
-        layers.append((w_ih, w_hh, bias, b_hn, w_hr))
+        p = weights[k * per:(k + 1) * per]
+        b_ih, b_hh = (p[2], p[3]) if rnn.bias else (None, None)
+        layers.append((p[0], p[1], b_ih, b_hh, p[-1] if rnn.proj_size else None))
     return _backend.Stepper(rnn.mode, layers, batch)
 
 

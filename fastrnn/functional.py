@@ -21,38 +21,37 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
     return 2 + (2 if bias else 0) + (1 if proj else 0)
 
 
-def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse):
-    """One layer, one direction: torch's input projection, then the native loop."""
-    G = _backend.GATES[mode]
+def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None):
+    """One layer, one direction: torch's input projection, then the native loop.
+
+    h0/c0: [B,R]/[B,H] or None (zeros). hT/cT: optional output tensors (inference only).
+    """
     w_ih, w_hh = params[0], params[1]
-    w_hr = params[-1] if proj else None
     T, B, I = x.shape
-    GH = w_ih.shape[0]
-    H = GH // G
     x2 = x.reshape(T * B, I)
-    b_hn = None
     if bias:
-        b_ih, b_hh = params[2], params[3]
-        if mode == "GRU":
-            b = torch.cat([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H:]])
-            b_hn = b_hh[2 * H:]
-        else:
-            b = b_ih + b_hh
-        xp = torch.addmm(b, x2, w_ih.t())
+        xp = torch.addmm(params[2], x2, w_ih.t())
+        b_hh = params[3].contiguous()
     else:
         xp = x2.mm(w_ih.t())
-    xp = xp.view(T, B, GH)
+        b_hh = None
+    xp = xp.view(T, B, w_ih.shape[0])
     w_hh = w_hh.contiguous()
-    w_hr = None if w_hr is None else w_hr.contiguous()
-    h0 = h0.contiguous()
-    c0 = None if c0 is None else c0.contiguous()
-    tensors = (xp, w_hh, w_hr, b_hn, h0, c0)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        out = RecurrentFunction.apply(mode, reverse, lengths, xp, w_hh, w_hr, b_hn, h0, c0)
+    w_hr = params[-1].contiguous() if proj else None
+    if h0 is not None:
+        h0 = h0.contiguous()
+    if c0 is not None:
+        c0 = c0.contiguous()
+    if torch.is_grad_enabled() and (
+        xp.requires_grad or w_hh.requires_grad or (w_hr is not None and w_hr.requires_grad)
+        or (b_hh is not None and b_hh.requires_grad) or (h0 is not None and h0.requires_grad)
+        or (c0 is not None and c0.requires_grad)
+    ):
+        out = RecurrentFunction.apply(mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
         if mode == "LSTM":
             return out
         return out[0], out[1], None
-    y, hT, cT, _ = _backend.forward(mode, xp, w_hh, w_hr, b_hn, h0, c0, lengths, reverse, training=False)
+    y, hT, cT, _ = _backend.forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False, False, hT, cT)
     return y, hT, cT
 
 
@@ -70,7 +69,8 @@ def rnn(
     proj_size: int = 0,
     lengths: Optional[torch.Tensor] = None,
 ):
-    """Runs a stacked recurrence. input: [T,B,I]; hx: [L*D,B,R]; cx: [L*D,B,H] (LSTM).
+    """Runs a stacked recurrence. input: [T,B,I]; hx: [L*D,B,R] or None (zeros);
+    cx: [L*D,B,H] or None (LSTM).
 
     weights: torch's flat list (w_ih, w_hh[, b_ih, b_hh][, w_hr] per layer and direction).
     lengths: [B] int64 steps per row, or None. Returns (output [T,B,D*R], h_n[, c_n]).
@@ -84,15 +84,24 @@ def rnn(
         raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+    lstm = mode == "LSTM"
+    T, B = input.shape[0], input.shape[1]
+    H = weights[1].shape[0] // _backend.GATES[mode]
+    R = weights[1].shape[1]
+    # Inference writes the final states straight into the stacked outputs.
+    grad = torch.is_grad_enabled()
+    h_out = None if grad else input.new_empty((num_layers * D, B, R))
+    c_out = None if (grad or not lstm) else input.new_empty((num_layers * D, B, H))
     h_n, c_n = [], []
     layer_in = input
     for layer in range(num_layers):
         outs = []
         for d in range(D):
             k = layer * D + d
-            params = weights[k * per:(k + 1) * per]
             y, hT, cT = _direction(
-                mode, layer_in, params, bias, proj, hx[k], None if cx is None else cx[k], lengths, d == 1
+                mode, layer_in, weights[k * per:(k + 1) * per], bias, proj,
+                None if hx is None else hx[k], None if cx is None else cx[k], lengths, d == 1,
+                None if h_out is None else h_out[k], None if c_out is None else c_out[k],
             )
             outs.append(y)
             h_n.append(hT)
@@ -100,10 +109,14 @@ def rnn(
         layer_in = outs[0] if D == 1 else torch.cat(outs, -1)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = F.dropout(layer_in, dropout, training=True)
-    h_n = torch.stack(h_n)
-    if mode == "LSTM":
-        return layer_in, h_n, torch.stack(c_n)
-    return layer_in, h_n
+    # Outputs of an autograd Function are stacked (keeping the graph); in inference they
+    # were written in place already.
+    if h_out is None or any(h.requires_grad for h in h_n):
+        h_out = torch.stack(h_n)
+        c_out = torch.stack(c_n) if lstm else None
+    if lstm:
+        return layer_in, h_out, c_out
+    return layer_in, h_out
 
 
 def _time_major(input, batch_first):

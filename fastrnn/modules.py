@@ -37,12 +37,43 @@ class _FastRNNBase(nn.RNNBase):
     def _name(self) -> str:
         return "RNN" if self.mode.startswith("RNN") else self.mode
 
-    def forward(self, input, hx=None):  # noqa: C901 - mirrors torch's three forwards
+    def _weights(self):
+        # Read through getattr (not the cached _flat_weights) so that functional_call and
+        # reparametrizations see the weights they installed.
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    def _state_ok(self, hx, B: int, dtype) -> bool:
+        """Whether a given state has exactly the shapes and dtype torch expects (fast path)."""
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        if self.mode == "LSTM":
+            if not isinstance(hx, tuple) or len(hx) != 2:
+                return False
+            R = self.proj_size if self.proj_size > 0 else self.hidden_size
+            h, c = hx
+            return (isinstance(h, torch.Tensor) and isinstance(c, torch.Tensor) and h.shape == (LD, B, R)
+                    and c.shape == (LD, B, self.hidden_size) and h.dtype == dtype and c.dtype == dtype
+                    and h.device == c.device)
+        return isinstance(hx, torch.Tensor) and hx.shape == (LD, B, self.hidden_size) and hx.dtype == dtype
+
+    def forward(self, input, hx=None):
         data = input.data if isinstance(input, PackedSequence) else input
         if isinstance(data, torch.Tensor) and not _backend.supports(data.dtype, data.device):
             _warn_fallback(type(self).__name__, _backend.unsupported_reason(data.dtype, data.device))
             return _TORCH_CLASS[self.mode].forward(self, input, hx)
-        self._update_flat_weights()
+        weights = self._weights()
+        # Fast path: a batched tensor that passes torch's checks (the slow path raises torch's errors).
+        if isinstance(input, torch.Tensor) and input.dim() == 3 and input.dtype == weights[0].dtype and input.size(-1) == self.input_size:
+            x = input.transpose(0, 1) if self.batch_first else input
+            if x.size(0) > 0 and (hx is None or self._state_ok(hx, x.size(1), x.dtype)) \
+                    and (hx is None or (hx[0] if self.mode == "LSTM" else hx).device == x.device):
+                h0, c0 = (None, None) if hx is None else ((hx[0], hx[1]) if self.mode == "LSTM" else (hx, None))
+                res = _rnn(self.mode, x, h0, c0, weights, self.bias, self.num_layers, self.dropout, self.training,
+                           self.bidirectional, self.proj_size, None)
+                out = res[0].transpose(0, 1) if self.batch_first else res[0]
+                return out, ((res[1], res[2]) if self.mode == "LSTM" else res[1])
+        return self._forward_checked(input, hx, weights)
+
+    def _forward_checked(self, input, hx, weights):  # noqa: C901 - mirrors torch's three forwards
         lstm = self.mode == "LSTM"
         D = 2 if self.bidirectional else 1
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
@@ -116,7 +147,7 @@ class _FastRNNBase(nn.RNNBase):
             if input.size(0 if not self.batch_first else 1) == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             x = input.transpose(0, 1) if self.batch_first else input
-        result = _rnn(self.mode, x, h0, c0, self._flat_weights, self.bias, self.num_layers, self.dropout,
+        result = _rnn(self.mode, x, h0, c0, weights, self.bias, self.num_layers, self.dropout,
                       self.training, self.bidirectional, self.proj_size, lengths)
         output = result[0]
         hidden = (result[1], result[2]) if lstm else result[1]

@@ -93,7 +93,9 @@ def test_core_rechecks_and_throws():
     with pytest.raises(ValueError):
         _backend.forward("LSTM", x, w, None, None, h, c, torch.tensor([3]), False, False)  # length > T
     with pytest.raises(ValueError):
-        _backend.forward("LSTM", x, w, None, None, h, None, None, False, False)  # LSTM without c0
+        _backend.forward("LSTM", x, w, None, None, h, c, None, False, False, hT=torch.zeros(2, 1))  # bad hT
+    with pytest.raises(ValueError):
+        _backend.forward("LSTM", x.double(), w, None, None, h, c, None, False, False)  # mixed dtypes
     with pytest.raises(ValueError):
         _backend.forward("LSTM", x, w[:, :0], None, None, h, c, None, False, False)  # wrong w_hh shape
     C = _backend._C

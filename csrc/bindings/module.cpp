@@ -31,13 +31,13 @@ int64_t backward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R)
 }
 
 void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t xp,
-             uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hn, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
+             uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hh, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
              uintptr_t y, uintptr_t hT, uintptr_t cT, uintptr_t gates, uintptr_t cs, uintptr_t hpre, uintptr_t work,
              int64_t work_size, int num_threads, bool prepacked) {
   dispatch_dtype(dtype, [&](auto s) {
     using S = decltype(s);
     ForwardArgs<S> a{to_cell(cell), T,          B,           H,           R,          reverse,
-                     ptr<const S>(xp), ptr<const S>(w_hh), ptr<const S>(w_hr), ptr<const S>(b_hn),
+                     ptr<const S>(xp), ptr<const S>(w_hh), ptr<const S>(w_hr), ptr<const S>(b_hh),
                      ptr<const S>(h0), ptr<const S>(c0), ptr<const int64_t>(lengths),
                      ptr<S>(y),  ptr<S>(hT),  ptr<S>(cT),  ptr<S>(gates), ptr<S>(cs), ptr<S>(hpre),
                      ptr<S>(work), work_size, num_threads, prepacked};
@@ -84,7 +84,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("R"));
   m.def("forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),
         py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("xp"), py::arg("w_hh"),
-        py::arg("w_hr"), py::arg("b_hn"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"),
+        py::arg("w_hr"), py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"),
         py::arg("hT"), py::arg("cT"), py::arg("gates"), py::arg("cs"), py::arg("hpre"), py::arg("work"),
         py::arg("work_size"), py::arg("num_threads"), py::arg("prepacked") = false);
   m.def("backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),

@@ -36,12 +36,13 @@ struct ForwardArgs {
   Cell cell;
   int64_t T, B, H, R;      // R == H unless an LSTM projects (w_hr set)
   bool reverse;
-  const S* xp;             // [T,B,G*H] input projection, biases folded (GRU: not b_hn)
+  const S* xp;             // [T,B,G*H] input projection x W_ih^T + b_ih
   const S* w_hh;           // [G*H,R] recurrent weights
   const S* w_hr;           // [R,H] LSTM projection, or null
-  const S* b_hn;           // [H] GRU only: recurrent bias of n, or null (no bias)
-  const S* h0;             // [B,R] initial hidden state
-  const S* c0;             // [B,H] LSTM initial cell state, else null
+  const S* b_hh;           // [G*H] recurrent bias, added to h W_hh^T (GRU: its n part inside
+                           // r * (...)), or null for no bias
+  const S* h0;             // [B,R] initial hidden state, or null for zeros
+  const S* c0;             // [B,H] LSTM initial cell state (null for zeros), else unused
   const int64_t* lengths;  // [B] steps per row (0..T), or null: all rows T steps
   S* y;                    // [T,B,R] outputs (zero where a row is inactive)
   S* hT;                   // [B,R] final hidden state
@@ -66,8 +67,8 @@ struct BackwardArgs {
   bool reverse;
   const S* w_hh;           // [G*H,R]
   const S* w_hr;           // [R,H] or null
-  const S* h0;             // [B,R] (GRU needs h_prev at the first step)
-  const S* c0;             // [B,H] LSTM, else null
+  const S* h0;             // [B,R] (GRU needs h_prev at the first step), or null for zeros
+  const S* c0;             // [B,H] LSTM (null for zeros), else unused
   const int64_t* lengths;  // [B] or null
   const S* y;              // [T,B,R] forward outputs (RNN derivative, GRU h_prev)
   const S* gates;          // [T,B,G*H] as saved by forward (null for RNN)

@@ -120,11 +120,16 @@ struct Forward {
       return;
     }
     const S* xr = a->xp + row * G * H + j0;
+    vec pre[G];
+    for (int g = 0; g < G; ++g) {
+      pre[g] = acc[g];
+      if (a->b_hh != nullptr) pre[g] += load_n(a->b_hh + g * H + j0, nu);
+    }
     if (C == Cell::LSTM) {
-      const vec i = vsigmoid(load_n(xr, nu) + acc[0]);
-      const vec f = vsigmoid(load_n(xr + H, nu) + acc[1]);
-      const vec g = vtanh(load_n(xr + 2 * H, nu) + acc[2]);
-      const vec o = vsigmoid(load_n(xr + 3 * H, nu) + acc[3]);
+      const vec i = vsigmoid(load_n(xr, nu) + pre[0]);
+      const vec f = vsigmoid(load_n(xr + H, nu) + pre[1]);
+      const vec g = vtanh(load_n(xr + 2 * H, nu) + pre[2]);
+      const vec o = vsigmoid(load_n(xr + 3 * H, nu) + pre[3]);
       S* cptr = a->cT + b * H + j0;
       const vec c = f * load_n(cptr, nu) + i * g;
       const vec h = o * vtanh(c);
@@ -144,10 +149,9 @@ struct Forward {
         store_n(a->y + row * R + j0, h, nu);
       }
     } else if (C == Cell::GRU) {
-      const vec r = vsigmoid(load_n(xr, nu) + acc[0]);
-      const vec z = vsigmoid(load_n(xr + H, nu) + acc[1]);
-      vec hn = acc[2];
-      if (a->b_hn != nullptr) hn += load_n(a->b_hn + j0, nu);
+      const vec r = vsigmoid(load_n(xr, nu) + pre[0]);
+      const vec z = vsigmoid(load_n(xr + H, nu) + pre[1]);
+      const vec hn = pre[2];
       const vec n = vtanh(load_n(xr + 2 * H, nu) + r * hn);
       const vec hp = load_n(hprev + b * R + j0, nu);
       const vec h = n + z * (hp - n);
@@ -161,8 +165,8 @@ struct Forward {
       store_n(hnext + b * R + j0, h, nu);
       store_n(a->y + row * R + j0, h, nu);
     } else {
-      const vec pre = load_n(xr, nu) + acc[0];
-      const vec h = C == Cell::RNN_TANH ? vtanh(pre) : vrelu<S>(pre);
+      const vec v = load_n(xr, nu) + pre[0];
+      const vec h = C == Cell::RNN_TANH ? vtanh(v) : vrelu<S>(v);
       store_n(hnext + b * R + j0, h, nu);
       store_n(a->y + row * R + j0, h, nu);
     }
@@ -232,8 +236,16 @@ void forward_cell(const ForwardArgs<S>& a) {
     f.hpre_s = w;
     w += B * H;
   }
-  if (B > 0) std::memcpy(f.hbuf[0], a.h0, sizeof(S) * B * R);
-  if (C == Cell::LSTM && B > 0) std::memcpy(a.cT, a.c0, sizeof(S) * B * H);
+  if (a.h0 != nullptr)
+    std::memcpy(f.hbuf[0], a.h0, sizeof(S) * B * R);
+  else
+    std::memset(static_cast<void*>(f.hbuf[0]), 0, sizeof(S) * B * R);
+  if (C == Cell::LSTM) {
+    if (a.c0 != nullptr)
+      std::memcpy(a.cT, a.c0, sizeof(S) * B * H);
+    else
+      std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
+  }
   const int nt = threads_for(a.num_threads, ceil_div(H, N), 2 * B * G * H * R);
   Barrier bar(nt);
   f.bar = &bar;
@@ -248,11 +260,11 @@ void forward(const ForwardArgs<S>& a) {
   check_sizes(a.T, a.B, a.H, a.R, G);
   require(a.num_threads >= 1, "num_threads must be positive");
   if (a.B == 0) return;  // nothing to compute (empty arrays may have null data)
-  require(a.w_hh && a.h0 && a.hT && a.work, "missing array");
+  require(a.w_hh && a.hT && a.work, "missing array");
   require(a.T == 0 || (a.xp && a.y), "missing array");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
-  require(a.cell != Cell::LSTM || (a.c0 && a.cT), "LSTM needs c0 and cT");
+  require(a.cell != Cell::LSTM || a.cT, "LSTM needs cT");
   require(a.cell != Cell::LSTM || a.gates == nullptr || a.cs != nullptr, "LSTM training needs cs");
   require(a.cell != Cell::LSTM || a.w_hr == nullptr || a.gates == nullptr || a.hpre != nullptr,
           "LSTM projection training needs hpre");
@@ -295,8 +307,8 @@ struct Backward {
       const vec i = load_n(gr, nu), f = load_n(gr + H, nu), g = load_n(gr + 2 * H, nu), o = load_n(gr + 3 * H, nu);
       const vec c = load_n(a->cs + row * H + j0, nu);
       const bool first = a->reverse ? t + 1 >= T : t == 0;
-      const S* cp_ptr = first ? a->c0 + b * H + j0 : a->cs + (a->reverse ? row + B : row - B) * H + j0;
-      const vec cp = load_n(cp_ptr, nu);
+      const vec cp = first ? (a->c0 != nullptr ? load_n(a->c0 + b * H + j0, nu) : vec{})
+                           : load_n(a->cs + (a->reverse ? row + B : row - B) * H + j0, nu);
       const vec tc = vtanh(c);
       S* dcc = a->dc0 + b * H + j0;
       const vec dc = load_n(dcc, nu) + dh * o * (S(1) - tc * tc);
@@ -311,8 +323,8 @@ struct Backward {
       const vec hn = load_n(a->cs + row * H + j0, nu);
       const int64_t len = a->lengths ? a->lengths[b] : T;
       const bool first = a->reverse ? t + 1 >= len : t == 0;
-      const S* hp_ptr = first ? a->h0 + b * R + j0 : a->y + (a->reverse ? row + B : row - B) * R + j0;
-      const vec hp = load_n(hp_ptr, nu);
+      const vec hp = first ? (a->h0 != nullptr ? load_n(a->h0 + b * R + j0, nu) : vec{})
+                           : load_n(a->y + (a->reverse ? row + B : row - B) * R + j0, nu);
       const vec dnp = dh * (S(1) - z) * (S(1) - n * n);
       const vec drp = dnp * hn * r * (S(1) - r);
       const vec dzp = dh * (hp - n) * z * (S(1) - z);
@@ -444,11 +456,11 @@ void backward(const BackwardArgs<S>& a) {
   check_sizes(a.T, a.B, a.H, a.R, G);
   require(a.num_threads >= 1, "num_threads must be positive");
   if (a.B == 0) return;
-  require(a.w_hh && a.h0 && a.dhT && a.dh0 && a.work, "missing array");
+  require(a.w_hh && a.dhT && a.dh0 && a.work, "missing array");
   require(a.T == 0 || (a.y && a.dy && a.dxp), "missing array");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
-  require(a.cell != Cell::LSTM || (a.c0 && a.dcT && a.dc0 && a.gates && a.cs), "LSTM backward needs c0, dcT, dc0, gates, cs");
+  require(a.cell != Cell::LSTM || (a.dcT && a.dc0 && a.gates && a.cs), "LSTM backward needs dcT, dc0, gates, cs");
   require(a.w_hr == nullptr || (a.hpre && a.dhid), "LSTM projection backward needs hpre and dhid");
   require(a.cell != Cell::GRU || (a.gates && a.cs && a.dhid), "GRU backward needs gates, cs, dhid");
   require(a.work_size >= backward_workspace<S>(a.cell, a.B, a.H, a.R), "workspace too small");
