@@ -135,3 +135,45 @@ def test_fallback_for_unsupported_dtype_warns_once():
         fast(x)  # second call: no warning
     out_r, _ = ref(x)
     assert torch.equal(out_f, out_r)
+
+
+@pytest.mark.parametrize("kw", [dict(hidden_size=-1), dict(hidden_size=2.5), dict(hidden_size=float("nan")),
+                                dict(num_layers=0), dict(num_layers=1.5), dict(input_size=-3)])
+def test_bad_sizes_match_torch(kw):
+    args = dict(input_size=3, hidden_size=4)
+    args.update(kw)
+    for name in ("LSTM", "GRU", "RNN"):
+        _same_error(lambda: getattr(torch.nn, name)(**args), lambda: getattr(fastrnn, name)(**args))
+
+
+def test_packed_lengths_out_of_range_rejected():
+    from fastrnn import functional as FF
+
+    x = torch.randn(4, 2, 3)
+    for bad in ([5, 2], [-1, 2]):  # the core refuses lengths outside [0, T]
+        with pytest.raises(ValueError):
+            FF.rnn("GRU", x, None, None, list(fastrnn.GRU(3, 4)._flat_weights), True, 1, 0.0, False, False, 0,
+                   torch.tensor(bad))
+
+
+def test_state_on_wrong_dtype_or_layout():
+    ref, fast = make_pair("GRU", 3, 4)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(RuntimeError):
+        fast(x, torch.randn(1, 2, 4, dtype=torch.float64))
+    h = torch.randn(2, 1, 4).transpose(0, 1)  # non-contiguous state is fine
+    torch.testing.assert_close(fast(x, h)[0], ref(x, h)[0], atol=2e-5, rtol=1e-4)
+
+
+def test_very_long_sequence_linear_memory():
+    """T = 100,000: no recursion, memory linear in T, forward and backward."""
+    layer = fastrnn.LSTM(2, 4)
+    x = torch.randn(100_000, 1, 2, requires_grad=True)
+    out, (h, c) = layer(x)
+    assert out.shape == (100_000, 1, 4) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert x.grad.shape == x.shape and torch.isfinite(x.grad).all()
+    ref = torch.nn.LSTM(2, 4)
+    ref.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x[:2000])[0], ref(x[:2000])[0], atol=2e-5, rtol=1e-4)
