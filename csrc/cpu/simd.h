@@ -98,7 +98,7 @@ inline vec_t<float> vexp(vec_t<float> x) {
 // 1 ulp off a true division, several times cheaper); a plain division without AVX.
 inline vec_t<float> vrecip(vec_t<float> d) {
 #if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
-  vec_t<float> r = (vec_t<float>)_mm512_rcp14_ps((__m512)d);
+  vec_t<float> r = (vec_t<float>)_mm512_maskz_rcp14_ps((__mmask16)0xFFFF, (__m512)d);
   return r * (2.0f - d * r);
 #elif defined(__AVX__) && FASTRNN_VEC_BYTES == 32
   vec_t<float> r = (vec_t<float>)_mm256_rcp_ps((__m256)d);

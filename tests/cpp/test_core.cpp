@@ -1,0 +1,254 @@
+// Core kernel test program (ctest): the time loops against a plain scalar loop on random
+// shapes including the edge sizes, forward (float and double) and backward (double, against
+// central finite differences of the plain loop). Buffers are sized exactly, so that
+// AddressSanitizer sees any access outside them; run under ASan and UBSan in CI.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "../../csrc/cpu/kernels.h"
+
+using namespace fastrnn;
+using Vec = std::vector<double>;
+
+namespace {
+
+std::mt19937 rng(1234);
+
+Vec randn(size_t n, double scale = 1.0) {
+  std::normal_distribution<double> d(0.0, scale);
+  Vec v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+struct Shape {
+  Cell cell;
+  int64_t T, B, H, R;
+  bool reverse, lengths, proj;
+};
+
+// Plain loop: y [T,B,R], hT [B,R], cT [B,H] from xp [T,B,G*H] and the weights.
+void reference(const Shape& s, const Vec& xp, const Vec& whh, const Vec& whr, const Vec& bhh, const Vec& h0,
+               const Vec& c0, const std::vector<int64_t>& len, Vec& y, Vec& hT, Vec& cT) {
+  const int64_t T = s.T, B = s.B, H = s.H, R = s.R, G = gates_of(s.cell);
+  y.assign(T * B * R, 0.0);
+  hT = h0;
+  cT = c0;
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = s.reverse ? T - 1 - step : step;
+    for (int64_t b = 0; b < B; ++b) {
+      if (s.lengths && t >= len[b]) continue;
+      Vec pre(G * H), hrow(hT.begin() + b * R, hT.begin() + (b + 1) * R);
+      for (int64_t m = 0; m < G * H; ++m) {
+        double acc = bhh.empty() ? 0.0 : bhh[m];
+        for (int64_t k = 0; k < R; ++k) acc += whh[m * R + k] * hrow[k];
+        pre[m] = acc;
+      }
+      const double* x = &xp[(t * B + b) * G * H];
+      Vec hnew(H);
+      for (int64_t j = 0; j < H; ++j) {
+        if (s.cell == Cell::LSTM) {
+          const double i = sigm(x[j] + pre[j]), f = sigm(x[H + j] + pre[H + j]);
+          const double g = std::tanh(x[2 * H + j] + pre[2 * H + j]), o = sigm(x[3 * H + j] + pre[3 * H + j]);
+          cT[b * H + j] = f * cT[b * H + j] + i * g;
+          hnew[j] = o * std::tanh(cT[b * H + j]);
+        } else if (s.cell == Cell::GRU) {
+          const double r = sigm(x[j] + pre[j]), z = sigm(x[H + j] + pre[H + j]);
+          const double n = std::tanh(x[2 * H + j] + r * pre[2 * H + j]);
+          hnew[j] = (1 - z) * n + z * hrow[j];
+        } else {
+          const double v = x[j] + pre[j];
+          hnew[j] = s.cell == Cell::RNN_TANH ? std::tanh(v) : (v > 0 ? v : 0.0);
+        }
+      }
+      for (int64_t u = 0; u < R; ++u) {
+        double v = hnew[u];
+        if (s.proj) {
+          v = 0;
+          for (int64_t j = 0; j < H; ++j) v += whr[u * H + j] * hnew[j];
+        }
+        hT[b * R + u] = v;
+        y[(t * B + b) * R + u] = v;
+      }
+    }
+  }
+}
+
+template <typename S>
+std::vector<S> cast(const Vec& v) {
+  return std::vector<S>(v.begin(), v.end());
+}
+
+template <typename S>
+S* ptr_or_null(std::vector<S>& v) {
+  return v.empty() ? nullptr : v.data();
+}
+
+int failures = 0;
+
+void expect_close(const char* what, const Shape& s, double got, double want, double tol) {
+  if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
+    if (failures < 20)
+      std::printf("FAIL %s cell=%d T=%ld B=%ld H=%ld R=%ld rev=%d len=%d: got %.10g want %.10g\n", what,
+                  static_cast<int>(s.cell), (long)s.T, (long)s.B, (long)s.H, (long)s.R, s.reverse, s.lengths, got,
+                  want);
+    ++failures;
+  }
+}
+
+template <typename S>
+void run_forward(const Shape& s, const Vec& xp, const Vec& whh, const Vec& whr, const Vec& bhh, const Vec& h0,
+                 const Vec& c0, const std::vector<int64_t>& len, bool training, std::vector<S>& y,
+                 std::vector<S>& hT, std::vector<S>& cT, std::vector<S>& gates, std::vector<S>& cs,
+                 std::vector<S>& hpre, int threads) {
+  const int64_t T = s.T, B = s.B, H = s.H, R = s.R, G = gates_of(s.cell);
+  const auto& k = cpu::kernels(S{});
+  std::vector<S> xs = cast<S>(xp), ws = cast<S>(whh), wr = cast<S>(whr), bh = cast<S>(bhh), h = cast<S>(h0),
+                 c = cast<S>(c0);
+  y.assign(T * B * R, S(0));
+  hT.assign(B * R, S(0));
+  cT.assign(s.cell == Cell::LSTM ? B * H : 0, S(0));
+  gates.assign(training && s.cell != Cell::RNN_TANH && s.cell != Cell::RNN_RELU ? T * B * G * H : 0, S(0));
+  cs.assign(gates.empty() ? 0 : T * B * H, S(0));
+  hpre.assign(training && s.proj ? T * B * H : 0, S(0));
+  std::vector<S> work(k.forward_workspace(s.cell, B, H, R));
+  ForwardArgs<S> a{s.cell, T, B, H, R, s.reverse, xs.data(), ws.data(), ptr_or_null(wr), ptr_or_null(bh),
+                   ptr_or_null(h), ptr_or_null(c), s.lengths ? len.data() : nullptr, y.data(), hT.data(),
+                   ptr_or_null(cT), ptr_or_null(gates), ptr_or_null(cs), ptr_or_null(hpre), work.data(),
+                   static_cast<int64_t>(work.size()), threads, false};
+  k.forward(a);
+}
+
+void check_shape(const Shape& s) {
+  const int64_t T = s.T, B = s.B, H = s.H, R = s.R, G = gates_of(s.cell);
+  const bool lstm = s.cell == Cell::LSTM;
+  Vec xp = randn(T * B * G * H), whh = randn(G * H * R, 0.5), bhh = randn(G * H, 0.3), h0 = randn(B * R);
+  Vec whr = s.proj ? randn(R * H, 0.5) : Vec(), c0 = lstm ? randn(B * H) : Vec();
+  std::vector<int64_t> len(B);
+  std::uniform_int_distribution<int64_t> ld(0, T);
+  for (auto& l : len) l = ld(rng);
+  Vec y, hT, cT;
+  reference(s, xp, whh, whr, bhh, h0, c0, len, y, hT, cT);
+
+  for (int threads : {1, 3}) {
+    std::vector<double> yd, hd, cd, g, cs, hp;
+    run_forward<double>(s, xp, whh, whr, bhh, h0, c0, len, true, yd, hd, cd, g, cs, hp, threads);
+    for (size_t i = 0; i < y.size(); ++i) expect_close("f64 y", s, yd[i], y[i], 1e-12);
+    for (size_t i = 0; i < hT.size(); ++i) expect_close("f64 hT", s, hd[i], hT[i], 1e-12);
+    for (size_t i = 0; i < cT.size(); ++i) expect_close("f64 cT", s, cd[i], cT[i], 1e-12);
+    std::vector<float> yf, hf, cf, gf, csf, hpf;
+    run_forward<float>(s, xp, whh, whr, bhh, h0, c0, len, false, yf, hf, cf, gf, csf, hpf, threads);
+    for (size_t i = 0; i < y.size(); ++i) expect_close("f32 y", s, yf[i], y[i], 2e-5);
+  }
+
+  // Backward (double) against central differences of L = <dy,y> + <dhT,hT> + <dcT,cT>.
+  Vec dy = randn(T * B * R), dhT = randn(B * R), dcT = lstm ? randn(B * H) : Vec();
+  auto loss = [&](const Vec& xp_, const Vec& h0_, const Vec& c0_) {
+    Vec yy, hh, cc;
+    reference(s, xp_, whh, whr, bhh, h0_, c0_, len, yy, hh, cc);
+    double L = 0;
+    for (size_t i = 0; i < yy.size(); ++i) L += dy[i] * yy[i];
+    for (size_t i = 0; i < hh.size(); ++i) L += dhT[i] * hh[i];
+    for (size_t i = 0; i < cc.size(); ++i) L += dcT[i] * cc[i];
+    return L;
+  };
+  std::vector<double> yd, hd, cd, g, cs, hp;
+  run_forward<double>(s, xp, whh, whr, bhh, h0, c0, len, true, yd, hd, cd, g, cs, hp, 1);
+  const auto& k = cpu::kernels(0.0);
+  Vec dxp(T * B * G * H), dh0(B * R), dc0(lstm ? B * H : 0);
+  Vec dhid(s.cell == Cell::GRU ? T * B * H : (s.proj ? T * B * R : 0));
+  Vec work(k.backward_workspace(s.cell, B, H, R));
+  Vec whh_c = whh, whr_c = whr, h0_c = h0, c0_c = c0;
+  BackwardArgs<double> a{s.cell, T, B, H, R, s.reverse, whh_c.data(), ptr_or_null(whr_c), ptr_or_null(h0_c),
+                         ptr_or_null(c0_c), s.lengths ? len.data() : nullptr, yd.data(), ptr_or_null(g),
+                         ptr_or_null(cs), ptr_or_null(hp), dy.data(), dhT.data(), ptr_or_null(dcT), dxp.data(),
+                         ptr_or_null(dhid), dh0.data(), ptr_or_null(dc0), work.data(),
+                         static_cast<int64_t>(work.size()), 1};
+  k.backward(a);
+  const double eps = 1e-6;
+  auto fd = [&](Vec& v, size_t i, auto&& f) {
+    const double keep = v[i];
+    v[i] = keep + eps;
+    const double lp = f();
+    v[i] = keep - eps;
+    const double lm = f();
+    v[i] = keep;
+    return (lp - lm) / (2 * eps);
+  };
+  // Every entry on small shapes, a random sample of 24 on large ones.
+  auto indices = [&](size_t n) {
+    std::vector<size_t> idx;
+    if (n <= 400) {
+      for (size_t i = 0; i < n; ++i) idx.push_back(i);
+    } else {
+      std::uniform_int_distribution<size_t> d(0, n - 1);
+      for (int i = 0; i < 24; ++i) idx.push_back(d(rng));
+    }
+    return idx;
+  };
+  Vec xp_c = xp;
+  for (size_t i : indices(xp.size()))
+    expect_close("dxp", s, dxp[i], fd(xp_c, i, [&] { return loss(xp_c, h0, c0); }), 1e-5);
+  for (size_t i : indices(h0.size()))
+    expect_close("dh0", s, dh0[i], fd(h0_c, i, [&] { return loss(xp, h0_c, c0); }), 1e-5);
+  for (size_t i : indices(c0.size()))
+    expect_close("dc0", s, dc0[i], fd(c0_c, i, [&] { return loss(xp, h0, c0_c); }), 1e-5);
+}
+
+void check_rejects() {
+  // Preconditions throw instead of touching memory.
+  const auto& k = cpu::kernels(0.0f);
+  std::vector<float> buf(64);
+  int64_t bad_len[1] = {5};
+  ForwardArgs<float> a{Cell::LSTM, 2, 1, 1, 1, false, buf.data(), buf.data(), nullptr, nullptr, nullptr, nullptr,
+                       bad_len, buf.data(), buf.data(), buf.data(), nullptr, nullptr, nullptr, buf.data(), 64, 1,
+                       false};
+  int thrown = 0;
+  try { k.forward(a); } catch (const std::invalid_argument&) { ++thrown; }
+  a.lengths = nullptr;
+  a.work_size = 1;
+  try { k.forward(a); } catch (const std::invalid_argument&) { ++thrown; }
+  a.work_size = 64;
+  a.T = -1;
+  try { k.forward(a); } catch (const std::invalid_argument&) { ++thrown; }
+  if (thrown != 3) {
+    std::printf("FAIL: expected 3 rejections, got %d\n", thrown);
+    ++failures;
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::printf("kernel ISA: %s\n", cpu::selected_isa());
+  int cases = 0;
+  const Cell cells[] = {Cell::LSTM, Cell::GRU, Cell::RNN_TANH, Cell::RNN_RELU};
+  std::uniform_int_distribution<int64_t> dT(1, 5), dB(1, 6), dH(1, 19);
+  for (Cell cell : cells) {
+    for (int rep = 0; rep < 12; ++rep) {
+      Shape s{cell, dT(rng), dB(rng), dH(rng), 0, rep % 2 == 1, rep % 3 == 0, false};
+      if (rep < 2) s.T = s.B = s.H = 1;  // the edge sizes
+      if (rep == 2) s.B = 1;
+      s.R = s.H;
+      if (cell == Cell::LSTM && rep % 4 == 3 && s.H > 1) {
+        s.proj = true;
+        s.R = 1 + (s.H - 1) / 2;
+      }
+      check_shape(s);
+      ++cases;
+    }
+  }
+  // Shapes that take the threaded path.
+  for (Cell cell : cells) {
+    Shape s{cell, 3, 40, 70, 70, cell == Cell::GRU, true, false};
+    check_shape(s);
+    ++cases;
+  }
+  check_rejects();
+  std::printf("%d passed, %d failed\n", failures == 0 ? cases : 0, failures);
+  return failures == 0 ? 0 : 1;
+}
