@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import _backend
+from . import _backend, _ops
 from ._autograd import RecurrentFunction
 
 __all__ = ["rnn", "lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -42,11 +42,14 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
         h0 = h0.contiguous()
     if c0 is not None:
         c0 = c0.contiguous()
-    if torch.is_grad_enabled() and (
+    need_grad = torch.is_grad_enabled() and (
         xp.requires_grad or w_hh.requires_grad or (w_hr is not None and w_hr.requires_grad)
         or (b_hh is not None and b_hh.requires_grad) or (h0 is not None and h0.requires_grad)
         or (c0 is not None and c0.requires_grad)
-    ):
+    )
+    if torch.compiler.is_compiling():  # traced: the torch.library custom ops
+        return _ops.recurrent_op(mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0, need_grad)
+    if need_grad:
         out = RecurrentFunction.apply(mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
         if mode == "LSTM":
             return out
