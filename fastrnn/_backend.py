@@ -18,8 +18,14 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
+CUDA_COMPILED = bool(getattr(_C, "cuda_compiled", False))
+
 if _C is not None:
     DTYPES = {torch.float32: _C.DTYPE_FLOAT32, torch.float64: _C.DTYPE_FLOAT64}
+    # The CUDA kernels also take the half types (accumulating in float).
+    CUDA_DTYPES = dict(DTYPES)
+    if CUDA_COMPILED:
+        CUDA_DTYPES.update({torch.float16: _C.DTYPE_FLOAT16, torch.bfloat16: _C.DTYPE_BFLOAT16})
     CELLS = {
         "LSTM": _C.CELL_LSTM,
         "GRU": _C.CELL_GRU,
@@ -27,7 +33,7 @@ if _C is not None:
         "RNN_RELU": _C.CELL_RNN_RELU,
     }
 else:  # pragma: no cover
-    DTYPES, CELLS = {}, {}
+    DTYPES, CUDA_DTYPES, CELLS = {}, {}, {}
 
 
 def available() -> bool:
@@ -36,15 +42,23 @@ def available() -> bool:
 
 def supports(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the native path serves tensors of this dtype on this device."""
-    return _C is not None and device.type == "cpu" and dtype in DTYPES
+    if _C is None:
+        return False
+    if device.type == "cpu":
+        return dtype in DTYPES
+    return device.type == "cuda" and CUDA_COMPILED and dtype in CUDA_DTYPES
 
 
 def unsupported_reason(dtype: torch.dtype, device: torch.device) -> str:
     if _C is None:
         return f"the compiled extension failed to load ({_IMPORT_ERROR})"
-    if device.type != "cpu":
+    if device.type == "cuda" and not CUDA_COMPILED:
+        return "this build of fastrnn has no CUDA kernels (built without nvcc)"
+    if device.type not in ("cpu", "cuda"):
         return f"this build has no kernels for device '{device.type}'"
-    return f"the native kernels support float32 and float64, not {dtype}"
+    if device.type == "cuda":
+        return f"the CUDA kernels support float16, bfloat16, float32 and float64, not {dtype}"
+    return f"the native CPU kernels support float32 and float64, not {dtype}"
 
 
 def num_threads() -> int:
@@ -55,24 +69,25 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _check(t: torch.Tensor | None, name: str, shape: tuple, dtype: torch.dtype) -> None:
+def _check(t: torch.Tensor | None, name: str, shape: tuple, dtype: torch.dtype, device=None) -> None:
     if t is None:
         return
     if t.dtype != dtype:
         raise ValueError(f"fastrnn: {name} has dtype {t.dtype}, expected {dtype}")
-    if t.device.type != "cpu":
-        raise ValueError(f"fastrnn: {name} is on {t.device}, expected cpu")
+    if t.device != (device if device is not None else torch.device("cpu")):
+        raise ValueError(f"fastrnn: {name} is on {t.device}, expected {device or 'cpu'}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"fastrnn: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
     if not t.is_contiguous():
         raise ValueError(f"fastrnn: {name} must be contiguous")
 
 
-def _check_lengths(lengths: torch.Tensor | None, B: int, T: int) -> None:
+def _check_lengths(lengths: torch.Tensor | None, B: int, T: int, device=None) -> None:
     if lengths is None:
         return
-    if lengths.dtype != torch.int64 or lengths.device.type != "cpu" or not lengths.is_contiguous():
-        raise ValueError("fastrnn: lengths must be a contiguous int64 CPU tensor")
+    if lengths.dtype != torch.int64 or lengths.device != (device or torch.device("cpu")) \
+            or not lengths.is_contiguous():
+        raise ValueError(f"fastrnn: lengths must be a contiguous int64 tensor on {device or 'cpu'}")
     if lengths.shape != (B,):
         raise ValueError(f"fastrnn: lengths has shape {tuple(lengths.shape)}, expected ({B},)")
     if B > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > T):
@@ -94,17 +109,22 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
     H = GH // G
     R = w_hh.shape[1]
     lstm = mode == "LSTM"
+    cuda = xp.device.type == "cuda"
+    if cuda and lengths is not None:
+        lengths = lengths.to(xp.device)
     if validate:
-        dt = xp.dtype
-        _check(xp, "xp", (T, B, G * H), dt)
-        _check(w_hh, "w_hh", (G * H, R), dt)
-        _check(w_hr, "w_hr", (R, H), dt)
-        _check(b_hh, "b_hh", (G * H,), dt)
-        _check(h0, "h0", (B, R), dt)
-        _check(c0, "c0", (B, H), dt)
-        _check(hT, "hT", (B, R), dt)
-        _check(cT, "cT", (B, H), dt)
-        _check_lengths(lengths, B, T)
+        dt, dev = xp.dtype, xp.device
+        if not supports(dt, dev):
+            raise ValueError(f"fastrnn: {unsupported_reason(dt, dev)}")
+        _check(xp, "xp", (T, B, G * H), dt, dev)
+        _check(w_hh, "w_hh", (G * H, R), dt, dev)
+        _check(w_hr, "w_hr", (R, H), dt, dev)
+        _check(b_hh, "b_hh", (G * H,), dt, dev)
+        _check(h0, "h0", (B, R), dt, dev)
+        _check(c0, "c0", (B, H), dt, dev)
+        _check(hT, "hT", (B, R), dt, dev)
+        _check(cT, "cT", (B, H), dt, dev)
+        _check_lengths(lengths, B, T, dev)
         if (w_hr is not None) != (R != H):
             raise ValueError("fastrnn: the recurrent width differs from hidden size exactly when projecting")
     y = xp.new_empty((T, B, R))
@@ -119,8 +139,18 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
             cs = xp.new_empty((T, B, H))
         if w_hr is not None:
             hpre = xp.new_empty((T, B, H))
-    code = DTYPES[xp.dtype]
     cell = CELLS[mode]
+    if cuda:
+        ws = _C.cuda_forward_workspace(cell, B, H, R)
+        work = xp.new_empty((ws,))
+        _C.cuda_forward(
+            CUDA_DTYPES[xp.dtype], cell, T, B, H, R, reverse,
+            xp.data_ptr(), w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0), _ptr(c0), _ptr(lengths),
+            y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), work.data_ptr(), ws,
+            torch.cuda.current_stream(xp.device).cuda_stream,
+        )
+        return y, hT, cT, (gates, cs, hpre)
+    code = DTYPES[xp.dtype]
     ws = _C.forward_workspace(code, cell, B, H, R)
     work = xp.new_empty((ws,))
     _C.forward(
@@ -143,20 +173,23 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
     gates, cs, hpre = saved
     T, B, R = y.shape
     H = w_hh.shape[0] // G
-    dt = y.dtype
-    if not isinstance(dt, torch.dtype) or dt not in DTYPES:
-        raise ValueError(f"fastrnn: unsupported dtype {dt}")
-    _check(w_hh, "w_hh", (G * H, R), dt)
-    _check(w_hr, "w_hr", (R, H), dt)
-    _check(h0, "h0", (B, R), dt)
-    _check(c0, "c0", (B, H), dt)
-    _check(gates, "gates", (T, B, G * H), dt)
-    _check(cs, "cs", (T, B, H), dt)
-    _check(hpre, "hpre", (T, B, H), dt)
-    _check(dy, "dy", (T, B, R), dt)
-    _check(dhT, "dhT", (B, R), dt)
-    _check(dcT, "dcT", (B, H), dt)
-    _check_lengths(lengths, B, T)
+    dt, dev = y.dtype, y.device
+    if not supports(dt, dev):
+        raise ValueError(f"fastrnn: {unsupported_reason(dt, dev)}")
+    cuda = dev.type == "cuda"
+    if cuda and lengths is not None:
+        lengths = lengths.to(dev)
+    _check(w_hh, "w_hh", (G * H, R), dt, dev)
+    _check(w_hr, "w_hr", (R, H), dt, dev)
+    _check(h0, "h0", (B, R), dt, dev)
+    _check(c0, "c0", (B, H), dt, dev)
+    _check(gates, "gates", (T, B, G * H), dt, dev)
+    _check(cs, "cs", (T, B, H), dt, dev)
+    _check(hpre, "hpre", (T, B, H), dt, dev)
+    _check(dy, "dy", (T, B, R), dt, dev)
+    _check(dhT, "dhT", (B, R), dt, dev)
+    _check(dcT, "dcT", (B, H), dt, dev)
+    _check_lengths(lengths, B, T, dev)
     lstm = mode == "LSTM"
     dxp = y.new_empty((T, B, G * H))
     dhid = None
@@ -166,6 +199,17 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
         dhid = y.new_empty((T, B, R))
     dh0 = y.new_empty((B, R))
     dc0 = y.new_empty((B, H)) if lstm else None
+    if cuda:
+        ws = _C.cuda_backward_workspace(CELLS[mode], B, H, R)
+        work = y.new_empty((max(ws, 1),))
+        _C.cuda_backward(
+            CUDA_DTYPES[dt], CELLS[mode], T, B, H, R, bool(reverse),
+            _ptr(w_hh), _ptr(w_hr), _ptr(h0), _ptr(c0), _ptr(lengths), _ptr(y),
+            _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(dy), _ptr(dhT), _ptr(dcT),
+            _ptr(dxp), _ptr(dhid), _ptr(dh0), _ptr(dc0), _ptr(work), ws,
+            torch.cuda.current_stream(dev).cuda_stream,
+        )
+        return dxp, dhid, dh0, dc0
     code = DTYPES[dt]
     ws = _C.backward_workspace(code, CELLS[mode], B, H, R)
     work = y.new_empty((max(ws, 1),))
@@ -183,7 +227,8 @@ def info() -> dict:
         "extension": _C is not None,
         "isa": _C.isa() if _C is not None else None,
         "compiled_isas": _C.compiled_isas() if _C is not None else None,
-        "cuda_compiled": bool(getattr(_C, "cuda_compiled", False)),
+        "cuda_compiled": CUDA_COMPILED,
+        "cuda_devices": _C.cuda_device_count() if CUDA_COMPILED else 0,
         "threads": num_threads(),
     }
 

@@ -32,7 +32,7 @@ def _shapes(mode: str, xp: Tensor, w_hh: Tensor):
     return T, B, GH // G, w_hh.shape[1], G
 
 
-@torch.library.custom_op("fastrnn::recurrent", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("fastrnn::recurrent", mutates_args=())
 def recurrent(mode: str, reverse: bool, xp: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], b_hh: Optional[Tensor],
               h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
               training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -58,7 +58,7 @@ def _recurrent_fake(mode, reverse, xp, w_hh, w_hr, b_hh, h0, c0, lengths, traini
             xp.new_empty((T, B, H)) if training and w_hr is not None else e.clone())
 
 
-@torch.library.custom_op("fastrnn::recurrent_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("fastrnn::recurrent_backward", mutates_args=())
 def recurrent_backward(mode: str, reverse: bool, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
                        c0: Optional[Tensor], lengths: Optional[Tensor], y: Tensor, gates: Tensor, cs: Tensor,
                        hpre: Tensor, dy: Tensor, dhT: Tensor,

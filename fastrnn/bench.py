@@ -38,9 +38,12 @@ class Case:
     dtype: str = "float32"
     num_layers: int = 1
     bidirectional: bool = False
+    device: str = "cpu"
 
     def label(self) -> str:
         extra = []
+        if self.device != "cpu":
+            extra.append(self.device)
         if self.proj_size:
             extra.append(f"proj={self.proj_size}")
         if self.packed:
@@ -75,11 +78,11 @@ def make_layers(case: Case, seed: int = 0):
     if case.proj_size:
         kw["proj_size"] = case.proj_size
     torch.manual_seed(seed)
-    t = TORCH[mode](case.I, case.H, **kw)
-    f = FAST[mode](case.I, case.H, **kw)
+    t = TORCH[mode](case.I, case.H, **kw).to(case.device)
+    f = FAST[mode](case.I, case.H, **kw).to(case.device)
     f.load_state_dict(t.state_dict())
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(case.T, case.B, case.I, dtype=dtype, generator=gen)
+    x = torch.randn(case.T, case.B, case.I, dtype=dtype, generator=gen).to(case.device)
     if case.packed:
         lengths = torch.randint(1, case.T + 1, (case.B,), generator=gen)
         lengths[0] = case.T
@@ -132,10 +135,14 @@ def reference_fn(layer, x, train: bool):
     return infer
 
 
-def _time(fn: Callable[[], None], n: int) -> float:
+def _time(fn: Callable[[], None], n: int, sync: bool = False) -> float:
+    if sync:  # GPU: time the work, not the launches
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
+    if sync:
+        torch.cuda.synchronize()
     return (time.perf_counter() - t0) / n
 
 
@@ -153,10 +160,11 @@ class Row:
 def compare(case: Case, train: bool, rounds: int = 7, target_s: float = 0.02, max_s: float = 20.0) -> Row:
     t_layer, f_layer, x = make_layers(case)
     fns = [step_fn(t_layer, x, train), step_fn(f_layer, x, train)]
+    sync = case.device != "cpu"
     for fn in fns:  # warm-up (allocations, packing caches, oneDNN primitives)
         fn()
         fn()
-    per = [_time(fn, 1) for fn in fns]
+    per = [_time(fn, 1, sync) for fn in fns]
     n = max(1, int(target_s / max(min(per), 1e-7)))
     est = (per[0] + per[1]) * n * rounds
     if est > max_s:  # keep large shapes affordable
@@ -166,13 +174,23 @@ def compare(case: Case, train: bool, rounds: int = 7, target_s: float = 0.02, ma
         order = (0, 1) if r % 2 == 0 else (1, 0)
         got = {}
         for i in order:
-            got[i] = _time(fns[i], n)
+            got[i] = _time(fns[i], n, sync)
         times_t.append(got[0])
         times_f.append(got[1])
         ratios.append(got[0] / got[1])
     tf = statistics.median(times_f)
     return Row(case.label(), "train" if train else "infer", statistics.median(times_t) * 1e3, tf * 1e3,
                statistics.median(ratios), case.flops(train) / tf / 1e9, rounds)
+
+
+def cuda_cases(cells: Sequence[str] = ("lstm", "gru", "rnn")) -> List[Case]:
+    """The GPU comparison against cuDNN (issue: CUDA kernels)."""
+    cases = []
+    for c in cells:
+        cases += [Case(c, 100, 64, 512, 512, device="cuda"), Case(c, 100, 64, 512, 512, dtype="bfloat16", device="cuda")]
+        cases += [Case(c, 1024, b, h, h, device="cuda") for b in (1, 4, 16) for h in (256, 512, 1024)]
+        cases.append(Case(c, 1024, 16, 768, 768, dtype="bfloat16", device="cuda"))
+    return cases
 
 
 def default_cases(quick: bool, cells: Sequence[str] = ("lstm", "gru", "rnn")) -> List[Case]:

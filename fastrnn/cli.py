@@ -25,8 +25,13 @@ def _cmd_bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda needs a CUDA GPU")
     if args.shape:
-        cases = [bench.Case(c, *bench.parse_shape(s)) for c in args.cell for s in args.shape]
+        cases = [bench.Case(c, *bench.parse_shape(s), dtype=args.dtype, device=args.device)
+                 for c in args.cell for s in args.shape]
+    elif args.device == "cuda":
+        cases = bench.cuda_cases(args.cell)
     else:
         cases = bench.default_cases(args.quick, args.cell)
     modes = args.mode
@@ -56,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer", "train"])
     b.add_argument("--rounds", type=int, default=0, help="alternating rounds per row")
     b.add_argument("--threads", type=int, default=0, help="torch.set_num_threads before measuring")
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: against cuDNN, synchronized")
+    b.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32",
+                   help="dtype for --shape rows")
     b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     b.set_defaults(fn=_cmd_bench)
 

@@ -87,6 +87,12 @@ def rnn(
         raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+        if lengths.shape != (input.shape[1],):
+            raise ValueError(f"lengths must have shape ({input.shape[1]},), got {tuple(lengths.shape)}")
+        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > input.shape[0]):
+            raise ValueError(f"lengths must lie in [0, {input.shape[0]}]")
+        if input.device.type != "cpu":  # once, not per layer and direction
+            lengths = lengths.to(input.device)
     lstm = mode == "LSTM"
     T, B = input.shape[0], input.shape[1]
     H = weights[1].shape[0] // _backend.GATES[mode]

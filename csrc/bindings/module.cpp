@@ -7,6 +7,9 @@
 
 #include "../core/dispatch.h"
 #include "../cpu/kernels.h"
+#ifdef FASTRNN_WITH_CUDA
+#include "../cuda/kernels.h"
+#endif
 
 namespace py = pybind11;
 using namespace fastrnn;
@@ -62,6 +65,32 @@ void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, b
   });
 }
 
+#ifdef FASTRNN_WITH_CUDA
+void cuda_forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t xp,
+                  uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hh, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
+                  uintptr_t y, uintptr_t hT, uintptr_t cT, uintptr_t gates, uintptr_t cs, uintptr_t hpre,
+                  uintptr_t work, int64_t work_size, uintptr_t stream) {
+  ForwardArgs<void> a{to_cell(cell), T, B, H, R, reverse, ptr<const void>(xp), ptr<const void>(w_hh),
+                      ptr<const void>(w_hr), ptr<const void>(b_hh), ptr<const void>(h0), ptr<const void>(c0),
+                      ptr<const int64_t>(lengths), ptr<void>(y), ptr<void>(hT), ptr<void>(cT), ptr<void>(gates),
+                      ptr<void>(cs), ptr<void>(hpre), ptr<void>(work), work_size, 1, false};
+  cuda::forward(dtype, a, stream);
+}
+
+void cuda_backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t w_hh,
+                   uintptr_t w_hr, uintptr_t h0, uintptr_t c0, uintptr_t lengths, uintptr_t y, uintptr_t gates,
+                   uintptr_t cs, uintptr_t hpre, uintptr_t dy, uintptr_t dhT, uintptr_t dcT, uintptr_t dxp,
+                   uintptr_t dhid, uintptr_t dh0, uintptr_t dc0, uintptr_t work, int64_t work_size,
+                   uintptr_t stream) {
+  BackwardArgs<void> a{to_cell(cell), T, B, H, R, reverse, ptr<const void>(w_hh), ptr<const void>(w_hr),
+                       ptr<const void>(h0), ptr<const void>(c0), ptr<const int64_t>(lengths), ptr<const void>(y),
+                       ptr<const void>(gates), ptr<const void>(cs), ptr<const void>(hpre), ptr<const void>(dy),
+                       ptr<const void>(dhT), ptr<const void>(dcT), ptr<void>(dxp), ptr<void>(dhid), ptr<void>(dh0),
+                       ptr<void>(dc0), ptr<void>(work), work_size, 1};
+  cuda::backward(dtype, a, stream);
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -75,7 +104,22 @@ PYBIND11_MODULE(_C, m) {
 #ifdef FASTRNN_VERSION
   m.attr("__version__") = FASTRNN_VERSION;
 #endif
+#ifdef FASTRNN_WITH_CUDA
+  m.attr("cuda_compiled") = true;
+  m.attr("DTYPE_FLOAT16") = static_cast<int>(DType::Float16);
+  m.attr("DTYPE_BFLOAT16") = static_cast<int>(DType::BFloat16);
+  m.def("cuda_device_count", &cuda::device_count, "visible CUDA devices (0 without a driver)");
+  m.def("cuda_forward_workspace", [](int cell, int64_t B, int64_t H, int64_t R) {
+    return cuda::forward_workspace(to_cell(cell), B, H, R);
+  });
+  m.def("cuda_backward_workspace", [](int cell, int64_t B, int64_t H, int64_t R) {
+    return cuda::backward_workspace(to_cell(cell), B, H, R);
+  });
+  m.def("cuda_forward", &cuda_forward, py::call_guard<py::gil_scoped_release>());
+  m.def("cuda_backward", &cuda_backward, py::call_guard<py::gil_scoped_release>());
+#else
   m.attr("cuda_compiled") = false;
+#endif
   m.def("isa", &cpu::selected_isa, "the CPU kernel ISA picked at load time");
   m.def("compiled_isas", &cpu::compiled_isas, "the ISAs this binary carries");
   m.def("forward_workspace", &forward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),

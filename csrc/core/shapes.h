@@ -18,7 +18,7 @@
 
 namespace fastrnn {
 
-enum class DType : int { Float32 = 0, Float64 = 1 };
+enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };  // half types: CUDA only
 
 enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
 
