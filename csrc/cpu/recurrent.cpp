@@ -35,7 +35,7 @@ inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
 
 // Threads worth using for a loop of `panels` panels with `flops` per step.
 inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
-  if (requested <= 1 || flops_per_step < 400000) return 1;
+  if (requested <= 1 || flops_per_step < 100000) return 1;
   int64_t nt = requested;
   if (nt > panels) nt = panels;
   return nt < 1 ? 1 : static_cast<int>(nt);

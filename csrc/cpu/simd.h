@@ -203,6 +203,17 @@ inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, ve
 template <typename S, int MR, int G, typename Epi>
 inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi) {
   for (int64_t b0 = 0; b0 < B; b0 += MR) {
+    if (MR > 1 && B - b0 == 1) {  // a single row left (B = 1 included): no duplicated work
+      vec_t<S> acc1[1][G];
+      if (a != nullptr) {
+        const S* arow1[1] = {a + b0 * lda};
+        panel_gemm<S, 1, G>(arow1, K, panel, acc1);
+      } else {
+        for (int g = 0; g < G; ++g) acc1[0][g] = vec_t<S>{};
+      }
+      epi(b0, acc1[0]);
+      break;
+    }
     vec_t<S> acc[MR][G];
     if (a != nullptr) {
       const S* arow[MR];
