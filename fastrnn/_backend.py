@@ -255,6 +255,11 @@ class Stepper:
                 raise RuntimeError(unsupported_reason(dt, w_ih.device))
             GH, R = w_hh.shape
             H = GH // self.G
+            if GH != self.G * H or w_ih.dim() != 2 or w_ih.shape[0] != GH \
+                    or (b_hh is not None and tuple(b_hh.shape) != (GH,)) \
+                    or (bias is not None and tuple(bias.shape) != (GH,)) \
+                    or (w_hr is None) != (R == H) or (w_hr is not None and tuple(w_hr.shape) != (R, H)):
+                raise ValueError("fastrnn: inconsistent weight shapes for the single-step path")
             w_hh = w_hh.detach().contiguous()
             ws = _C.forward_workspace(DTYPES[dt], CELLS[mode], batch, H, R)
             L = dict(

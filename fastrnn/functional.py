@@ -71,20 +71,22 @@ def rnn(
     bidirectional: bool,
     proj_size: int = 0,
     lengths: Optional[torch.Tensor] = None,
+    checked: bool = False,
 ):
     """Runs a stacked recurrence. input: [T,B,I]; hx: [L*D,B,R] or None (zeros);
     cx: [L*D,B,H] or None (LSTM).
 
     weights: torch's flat list (w_ih, w_hh[, b_ih, b_hh][, w_hr] per layer and direction).
     lengths: [B] int64 steps per row, or None. Returns (output [T,B,D*R], h_n[, c_n]).
+    ``checked``: the caller (a fastrnn module) already ran torch's checks on input and state;
+    the weights are checked either way, since the native loops trust these shapes.
     """
     if mode not in _backend.GATES:
         raise ValueError(f"Unknown mode {mode!r}")
     D = 2 if bidirectional else 1
     proj = proj_size > 0
     per = _weights_per_direction(bias, proj)
-    if len(weights) != num_layers * D * per:
-        raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
+    _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
         if lengths.shape != (input.shape[1],):
@@ -126,6 +128,45 @@ def rnn(
     if lstm:
         return layer_in, h_out, c_out
     return layer_in, h_out
+
+
+def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked):
+    """Shapes, dtypes and devices of everything the native loops will read (ValueError)."""
+    G = _backend.GATES[mode]
+    if len(weights) != num_layers * D * per:
+        raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
+    dt, dev = input.dtype, input.device
+    H = weights[1].shape[0] // G if weights[1].dim() == 2 else -1
+    R = proj_size if proj_size > 0 else H
+    if H <= 0:
+        raise ValueError(f"weight_hh must be a [{G}*hidden_size, hidden_size] matrix, got {tuple(weights[1].shape)}")
+    for layer in range(num_layers):
+        in_size = input.shape[-1] if layer == 0 else D * R
+        for d in range(D):
+            k = layer * D + d
+            w = weights[k * per:(k + 1) * per]
+            want = [(G * H, in_size), (G * H, R)] + ([(G * H,), (G * H,)] if bias else [])
+            if proj_size > 0:
+                want.append((R, H))
+            for t, shape in zip(w, want):
+                if tuple(t.shape) != shape:
+                    raise ValueError(f"weight of layer {layer} has shape {tuple(t.shape)}, expected {shape}")
+                if t.dtype != dt or t.device != dev:
+                    raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
+    if checked:
+        return
+    if input.dim() != 3:
+        raise ValueError(f"input must be [T, B, input_size], got shape {tuple(input.shape)}")
+    B = input.shape[1]
+    for name, state, shape in (("hx", hx, (num_layers * D, B, R)), ("cx", cx, (num_layers * D, B, H))):
+        if state is None:
+            continue
+        if name == "cx" and mode != "LSTM":
+            raise ValueError("only the LSTM has a cell state")
+        if tuple(state.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(state.shape)}, expected {shape}")
+        if state.dtype != dt or state.device != dev:
+            raise ValueError(f"{name} ({state.dtype} on {state.device}) and input ({dt} on {dev}) differ")
 
 
 def _time_major(input, batch_first):

@@ -68,7 +68,7 @@ class _FastRNNBase(nn.RNNBase):
                     and (hx is None or (hx[0] if self.mode == "LSTM" else hx).device == x.device):
                 h0, c0 = (None, None) if hx is None else ((hx[0], hx[1]) if self.mode == "LSTM" else (hx, None))
                 res = _rnn(self.mode, x, h0, c0, weights, self.bias, self.num_layers, self.dropout, self.training,
-                           self.bidirectional, self.proj_size, None)
+                           self.bidirectional, self.proj_size, None, checked=True)
                 out = res[0].transpose(0, 1) if self.batch_first else res[0]
                 return out, ((res[1], res[2]) if self.mode == "LSTM" else res[1])
         return self._forward_checked(input, hx, weights)
@@ -148,7 +148,7 @@ class _FastRNNBase(nn.RNNBase):
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             x = input.transpose(0, 1) if self.batch_first else input
         result = _rnn(self.mode, x, h0, c0, weights, self.bias, self.num_layers, self.dropout,
-                      self.training, self.bidirectional, self.proj_size, lengths)
+                      self.training, self.bidirectional, self.proj_size, lengths, checked=True)
         output = result[0]
         hidden = (result[1], result[2]) if lstm else result[1]
 
@@ -248,6 +248,11 @@ class _FastCellMixin:
         params = [self.weight_ih, self.weight_hh]
         if self.bias:
             params += [self.bias_ih, self.bias_hh]
+        GH = _backend.GATES[self._mode] * self.hidden_size
+        want = [(GH, self.input_size), (GH, self.hidden_size), (GH,), (GH,)]
+        for p, shape in zip(params, want):  # the native step trusts these shapes
+            if tuple(p.shape) != shape:
+                raise RuntimeError(f"{name}: a parameter has shape {tuple(p.shape)}, expected {shape}")
         from .functional import _direction
 
         _, h, c = _direction(self._mode, input.unsqueeze(0), params, self.bias, False, h0, c0, None, False)

@@ -177,3 +177,39 @@ def test_very_long_sequence_linear_memory():
     ref.load_state_dict(layer.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(layer(x[:2000])[0], ref(x[:2000])[0], atol=2e-5, rtol=1e-4)
+
+
+def test_functional_api_validates_everything_it_passes_on():
+    from fastrnn import functional as FF
+
+    layer = fastrnn.LSTM(3, 4, num_layers=2)
+    w = list(layer._flat_weights)
+    x = torch.randn(5, 2, 3)
+    ok = FF.rnn("LSTM", x, None, None, w, True, 2, 0.0, False, False)
+    assert ok[0].shape == (5, 2, 4)
+    bad_calls = [
+        lambda: FF.rnn("LSTM", x, torch.zeros(2, 2, 1), None, w, True, 2, 0.0, False, False),   # hx too small
+        lambda: FF.rnn("LSTM", x, None, torch.zeros(1, 2, 4), w, True, 2, 0.0, False, False),   # cx layers
+        lambda: FF.rnn("LSTM", x, None, None, w[:-1], True, 2, 0.0, False, False),              # weight count
+        lambda: FF.rnn("LSTM", x, None, None, [w[0], w[1][:8]] + w[2:], True, 2, 0.0, False, False),
+        lambda: FF.rnn("LSTM", x.double(), None, None, w, True, 2, 0.0, False, False),          # dtype
+        lambda: FF.rnn("LSTM", x[0], None, None, w, True, 2, 0.0, False, False),                # 2-D input
+        lambda: FF.rnn("GRU", x, None, None, w, True, 2, 0.0, False, False),                    # wrong family
+        lambda: FF.lstm(x, (torch.zeros(2, 2, 4), torch.zeros(2, 2, 9)), w, num_layers=2),
+    ]
+    for call in bad_calls:
+        with pytest.raises(ValueError):
+            call()
+
+
+def test_wrong_shaped_parameter_is_refused_not_read():
+    for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):
+        layer = cls(3, 4)
+        with torch.no_grad():
+            layer.weight_hh_l0 = torch.nn.Parameter(torch.randn(2, 2))
+        with pytest.raises((ValueError, RuntimeError)):
+            layer(torch.randn(5, 2, 3))
+    cell = fastrnn.GRUCell(3, 4)
+    cell.weight_hh = torch.nn.Parameter(torch.randn(2, 2))
+    with pytest.raises(RuntimeError):
+        cell(torch.randn(2, 3))
