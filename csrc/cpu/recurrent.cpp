@@ -22,7 +22,7 @@ template <Cell C>
 struct CellTraits {
   static constexpr int G = C == Cell::LSTM ? 4 : C == Cell::GRU ? 3 : 1;
   // Rows per register tile: keeps MR*G accumulators within the register file.
-  static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 2) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 8 : 4);
+  static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 3) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 8 : 4);
 };
 // Rows per tile for the single-group GEMMs (projection, backward dG @ W_hh).
 constexpr int kMR1 = kVecBytes == 64 ? 8 : 4;

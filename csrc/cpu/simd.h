@@ -180,13 +180,11 @@ inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out) {
     }
 }
 
-// acc[r][g] = sum_k a[r][k] * panel[k][g][:] for MR rows (rows past the batch repeat the
+// acc[r][g] += sum_k a[r][k] * panel[k][g][:] for MR rows (rows past the batch repeat the
 // last row, so every load stays inside the caller's array).
 template <typename S, int MR, int G>
 inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, vec_t<S> (&acc)[MR][G]) {
   constexpr int N = V<S>::N;
-  for (int r = 0; r < MR; ++r)
-    for (int g = 0; g < G; ++g) acc[r][g] = vec_t<S>{};
   for (int64_t k = 0; k < K; ++k) {
     const S* bk = panel + k * G * N;
     vec_t<S> w[G];
@@ -198,33 +196,61 @@ inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, ve
   }
 }
 
-// Runs panel_gemm over all B rows of a (row stride lda, K columns) in tiles of MR and hands
+// One row tile [b0, b0+rows) over columns [k0, k0+kc) of a, accumulating into acc.
+template <typename S, int MR, int G>
+inline void tile_gemm(const S* a, int64_t lda, int64_t B, int64_t b0, int64_t k0, int64_t kc, const S* panel,
+                      vec_t<S> (&acc)[MR][G]) {
+  constexpr int N = V<S>::N;
+  const S* arow[MR];
+  for (int r = 0; r < MR; ++r) arow[r] = a + imin(b0 + r, B - 1) * lda + k0;
+  panel_gemm<S, MR, G>(arow, kc, panel + k0 * G * N, acc);
+}
+
+// Runs the panel GEMM over all B rows of a (row stride lda, K columns) in tiles of MR and hands
 // each row's accumulators to epi(b, acc[G]). A null `a` stands for zeros (no GEMM).
+// Long K is split into chunks whose slice of the panel stays in L1 while every row tile of a
+// block of rows passes over it; partial sums wait in a small stack buffer between chunks.
 template <typename S, int MR, int G, typename Epi>
 inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi) {
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    if (MR > 1 && B - b0 == 1) {  // a single row left (B = 1 included): no duplicated work
-      vec_t<S> acc1[1][G];
-      if (a != nullptr) {
-        const S* arow1[1] = {a + b0 * lda};
-        panel_gemm<S, 1, G>(arow1, K, panel, acc1);
-      } else {
-        for (int g = 0; g < G; ++g) acc1[0][g] = vec_t<S>{};
+  constexpr int N = V<S>::N;
+  constexpr int64_t KC = (16384 / int64_t(G * N * sizeof(S))) < 64 ? 64 : 16384 / int64_t(G * N * sizeof(S));
+  constexpr int64_t RB = 64;  // rows per block (the partial sums: RB*G*N elements, <= 16 KiB)
+  typedef vec_t<S> vec;
+  if (a == nullptr || K <= KC || B <= MR) {
+    for (int64_t b0 = 0; b0 < B; b0 += MR) {
+      if (MR > 1 && B - b0 == 1) {  // a single row left (B = 1 included): no duplicated work
+        vec acc1[1][G] = {};
+        if (a != nullptr) tile_gemm<S, 1, G>(a, lda, B, b0, 0, K, panel, acc1);
+        epi(b0, acc1[0]);
+        break;
       }
-      epi(b0, acc1[0]);
-      break;
+      vec acc[MR][G] = {};
+      if (a != nullptr) tile_gemm<S, MR, G>(a, lda, B, b0, 0, K, panel, acc);
+      const int64_t rows = imin(MR, B - b0);
+      for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
     }
-    vec_t<S> acc[MR][G];
-    if (a != nullptr) {
-      const S* arow[MR];
-      for (int r = 0; r < MR; ++r) arow[r] = a + imin(b0 + r, B - 1) * lda;
-      panel_gemm<S, MR, G>(arow, K, panel, acc);
-    } else {
-      for (int r = 0; r < MR; ++r)
-        for (int g = 0; g < G; ++g) acc[r][g] = vec_t<S>{};
+    return;
+  }
+  vec partial[RB][G];
+  for (int64_t rb0 = 0; rb0 < B; rb0 += RB) {
+    const int64_t rbn = imin(RB, B - rb0);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = imin(KC, K - k0);
+      const bool first = k0 == 0, last = k0 + kc >= K;
+      for (int64_t b0 = rb0; b0 < rb0 + rbn; b0 += MR) {
+        const int64_t rows = imin(MR, rb0 + rbn - b0);
+        vec acc[MR][G];
+        for (int r = 0; r < MR; ++r)
+          for (int g = 0; g < G; ++g) acc[r][g] = first || r >= rows ? vec{} : partial[b0 - rb0 + r][g];
+        tile_gemm<S, MR, G>(a, lda, B, b0, k0, kc, panel, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          if (last)
+            epi(b0 + r, acc[r]);
+          else
+            for (int g = 0; g < G; ++g) partial[b0 - rb0 + r][g] = acc[r][g];
+        }
+      }
     }
-    const int64_t rows = imin(MR, B - b0);
-    for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
   }
 }
 
