@@ -53,14 +53,18 @@ class RecurrentFunction(torch.autograd.Function):
         T, B, R = y.shape
         G = _backend.GATES[mode]
         H = w_hh.shape[0] // G
-        dy = torch.zeros_like(y) if dy is None else dy.contiguous()
-        dhT = y.new_zeros((B, R)) if dhT is None else dhT.contiguous()
+        # The incoming gradients can have any strides or dtype promotions torch chose:
+        # bring them to the saved tensors' layout; the rest was built by forward.
+        dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous()
+        dhT = y.new_zeros((B, R)) if dhT is None else dhT.to(y.dtype).contiguous()
         if mode == "LSTM":
-            dcT = y.new_zeros((B, H)) if dcT is None else dcT.contiguous()
+            dcT = y.new_zeros((B, H)) if dcT is None else dcT.to(y.dtype).contiguous()
         else:
             dcT = None
+        if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
+            raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
         dxp, dhid, dh0, dc0 = _backend.backward(
-            mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT
+            mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False
         )
         need = ctx.needs_input_grad  # (mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
         d_whh = d_whr = d_bhh = None

@@ -162,7 +162,7 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
     return y, hT, cT, (gates, cs, hpre)
 
 
-def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT, dcT):
+def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT, dcT, validate: bool = True):
     """Backward time loop of one layer and direction.
 
     Returns (dxp [T,B,G*H], dhid, dh0 [B,R], dc0 [B,H] or None) where dhid is GRU's
@@ -174,22 +174,23 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
     T, B, R = y.shape
     H = w_hh.shape[0] // G
     dt, dev = y.dtype, y.device
-    if not supports(dt, dev):
-        raise ValueError(f"fastrnn: {unsupported_reason(dt, dev)}")
     cuda = dev.type == "cuda"
     if cuda and lengths is not None:
         lengths = lengths.to(dev)
-    _check(w_hh, "w_hh", (G * H, R), dt, dev)
-    _check(w_hr, "w_hr", (R, H), dt, dev)
-    _check(h0, "h0", (B, R), dt, dev)
-    _check(c0, "c0", (B, H), dt, dev)
-    _check(gates, "gates", (T, B, G * H), dt, dev)
-    _check(cs, "cs", (T, B, H), dt, dev)
-    _check(hpre, "hpre", (T, B, H), dt, dev)
-    _check(dy, "dy", (T, B, R), dt, dev)
-    _check(dhT, "dhT", (B, R), dt, dev)
-    _check(dcT, "dcT", (B, H), dt, dev)
-    _check_lengths(lengths, B, T, dev)
+    if validate:
+        if not supports(dt, dev):
+            raise ValueError(f"fastrnn: {unsupported_reason(dt, dev)}")
+        _check(w_hh, "w_hh", (G * H, R), dt, dev)
+        _check(w_hr, "w_hr", (R, H), dt, dev)
+        _check(h0, "h0", (B, R), dt, dev)
+        _check(c0, "c0", (B, H), dt, dev)
+        _check(gates, "gates", (T, B, G * H), dt, dev)
+        _check(cs, "cs", (T, B, H), dt, dev)
+        _check(hpre, "hpre", (T, B, H), dt, dev)
+        _check(dy, "dy", (T, B, R), dt, dev)
+        _check(dhT, "dhT", (B, R), dt, dev)
+        _check(dcT, "dcT", (B, H), dt, dev)
+        _check_lengths(lengths, B, T, dev)
     lstm = mode == "LSTM"
     dxp = y.new_empty((T, B, G * H))
     dhid = None
