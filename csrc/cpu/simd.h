@@ -128,12 +128,12 @@ inline vec_t<float> vtanh(vec_t<float> x) {
 
 // Double lanes use libm, exact to the last bit or two, as float64 parity (1e-10) needs.
 inline vec_t<double> vsigmoid(vec_t<double> x) {
-  vec_t<double> r;
+  vec_t<double> r = {};
   for (int i = 0; i < V<double>::N; ++i) r[i] = 1.0 / (1.0 + std::exp(-x[i]));
   return r;
 }
 inline vec_t<double> vtanh(vec_t<double> x) {
-  vec_t<double> r;
+  vec_t<double> r = {};
   for (int i = 0; i < V<double>::N; ++i) r[i] = std::tanh(x[i]);
   return r;
 }
