@@ -225,6 +225,21 @@ def format_row(row: Row) -> str:
 HEADER = f"{'shape (T,B,I,H)':<34} {'mode':<6} {'torch ms':>10} {'fastrnn ms':>11} {'speedup':>9} {'GFLOP/s':>8}"
 
 
+def fma_peak(threads: int, seconds: float = 0.2) -> float:
+    """Measured float32 FMA peak (GFLOP/s) of `threads` threads with the picked kernel ISA:
+    the best of three runs of about `seconds` each."""
+    from ._backend import _C
+
+    iters = 1 << 16
+    while True:  # calibrate to about `seconds`
+        t0 = time.perf_counter()
+        _C.fma_peak_gflops(threads, iters)
+        if time.perf_counter() - t0 > seconds / 4 or iters > 1 << 30:
+            break
+        iters *= 4
+    return max(_C.fma_peak_gflops(threads, iters) for _ in range(3))
+
+
 def rows_as_dicts(rows: Sequence[Row]) -> List[dict]:
     return [asdict(r) for r in rows]
 

@@ -40,12 +40,15 @@ def _cmd_bench(args) -> int:
 
     info = fastrnn.info()
     print(f"fastrnn {info['version']} (kernel ISA {info['isa']}, {info['threads']} threads) vs torch {info['torch']}")
+    peak1, peak = bench.fma_peak(1), bench.fma_peak(info["threads"])
+    print(f"measured float32 FMA peak: {peak1:.1f} GFLOP/s on 1 thread, {peak:.1f} on {info['threads']}")
     print("speedup = torch time / fastrnn time, median of alternating rounds; GFLOP/s is fastrnn's")
     print(bench.HEADER)
     rows = bench.run(cases, modes, rounds=rounds, progress=lambda r: print(bench.format_row(r), flush=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "rows": bench.rows_as_dicts(rows)}, f, indent=1)
+            json.dump({"info": info, "fma_peak_gflops": {"1": peak1, str(info["threads"]): peak},
+                       "rows": bench.rows_as_dicts(rows)}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 

@@ -26,7 +26,10 @@ def test_bench_table_and_json(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [line for line in res.stdout.splitlines() if line.startswith(("lstm", "gru", "rnn"))]
     assert len(lines) == 6  # 3 cells x (infer, train)
-    rows = json.loads(out.read_text())["rows"]
+    assert "measured float32 FMA peak" in res.stdout
+    doc = json.loads(out.read_text())
+    assert all(v > 0 for v in doc["fma_peak_gflops"].values())
+    rows = doc["rows"]
     assert len(rows) == 6
     for r in rows:
         assert r["torch_ms"] > 0 and r["fastrnn_ms"] > 0 and r["speedup"] > 0 and r["gflops"] > 0

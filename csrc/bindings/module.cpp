@@ -3,10 +3,12 @@
 // std::invalid_argument (ValueError in Python). The GIL is released while a kernel runs.
 #include <pybind11/pybind11.h>
 
+#include <chrono>
 #include <cstdint>
 
 #include "../core/dispatch.h"
 #include "../cpu/kernels.h"
+#include "../cpu/parallel.h"
 #ifdef FASTRNN_WITH_CUDA
 #include "../cuda/kernels.h"
 #endif
@@ -91,6 +93,28 @@ void cuda_backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t
 }
 #endif
 
+// Measured float32 FMA peak of `threads` threads (GFLOP/s): each runs the ISA's FMA loop.
+double fma_peak_gflops(int threads, int64_t iters) {
+  if (threads < 1 || iters < 1) fail("fma_peak_gflops needs threads >= 1 and iters >= 1");
+  struct Ctx {
+    int64_t iters;
+    double flops[256];
+  } ctx{iters, {}};
+  if (threads > 256) threads = 256;
+  const auto t0 = std::chrono::steady_clock::now();
+  cpu::parallel_run(
+      threads,
+      [](void* p, int tid, int) {
+        auto* c = static_cast<Ctx*>(p);
+        c->flops[tid] = cpu::kernels(0.0f).fma_flops(c->iters);
+      },
+      &ctx);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (int i = 0; i < threads; ++i) total += ctx.flops[i];
+  return total / s / 1e9;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -121,6 +145,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_compiled") = false;
 #endif
   m.def("isa", &cpu::selected_isa, "the CPU kernel ISA picked at load time");
+  m.def("fma_peak_gflops", &fma_peak_gflops, py::call_guard<py::gil_scoped_release>(), py::arg("threads"),
+        py::arg("iters"), "measured float32 FMA peak of `threads` threads, GFLOP/s");
   m.def("compiled_isas", &cpu::compiled_isas, "the ISAs this binary carries");
   m.def("forward_workspace", &forward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
         py::arg("R"));

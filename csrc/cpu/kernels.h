@@ -13,6 +13,9 @@ struct KernelSet {
   int64_t (*backward_workspace)(Cell cell, int64_t B, int64_t H, int64_t R);
   void (*forward)(const ForwardArgs<S>& a);
   void (*backward)(const BackwardArgs<S>& a);
+  // Runs `iters` rounds of independent fused multiply-adds on this thread and returns the
+  // flops done (2 per lane per FMA): timed by the caller, it measures the FMA peak.
+  double (*fma_flops)(int64_t iters);
 };
 
 #define FASTRNN_DECLARE_ISA(name)       \

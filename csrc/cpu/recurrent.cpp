@@ -474,6 +474,22 @@ void backward(const BackwardArgs<S>& a) {
   fail("unknown cell");
 }
 
+template <typename S>
+double fma_flops(int64_t iters) {
+  constexpr int kChains = 12;  // enough independent chains to cover FMA latency x units
+  vec_t<S> acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = splat<S>(S(c) * S(1e-3));
+  const vec_t<S> m = splat<S>(S(0.999999)), a = splat<S>(S(1e-7));
+  for (int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * m + a;
+  S sink = 0;
+  for (int c = 0; c < kChains; ++c)
+    for (int l = 0; l < V<S>::N; ++l) sink += acc[c][l];
+  volatile S keep = sink;  // the result is used: the loop cannot be removed
+  (void)keep;
+  return 2.0 * kChains * V<S>::N * static_cast<double>(iters);
+}
+
 #define FASTRNN_STR2(x) #x
 #define FASTRNN_STR(x) FASTRNN_STR2(x)
 
@@ -481,11 +497,11 @@ void backward(const BackwardArgs<S>& a) {
 
 KernelSet<float> kernels_f32() {
   return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<float>, &backward_workspace<float>, &forward<float>,
-          &backward<float>};
+          &backward<float>, &fma_flops<float>};
 }
 KernelSet<double> kernels_f64() {
   return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<double>, &backward_workspace<double>, &forward<double>,
-          &backward<double>};
+          &backward<double>, &fma_flops<double>};
 }
 
 // Explicit instantiations for the two dtypes.
