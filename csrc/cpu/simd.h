@@ -53,13 +53,30 @@ template <typename S>
 inline void store(S* p, vec_t<S> v) {
   std::memcpy(p, &v, sizeof v);
 }
-// Loads n (0 < n <= N) elements, zero-filling the rest.
+// Loads n (0 < n <= N) elements, zero-filling the rest; masked loads and stores where the
+// ISA has them (a partial vector built lane by lane stalls store-to-load forwarding).
 template <typename S>
 inline vec_t<S> load_n(const S* p, int64_t n) {
   if (n >= V<S>::N) return load(p);
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+  if constexpr (sizeof(S) == 4) {
+    return (vec_t<S>)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+  } else {
+    return (vec_t<S>)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+  }
+#elif defined(__AVX2__) && FASTRNN_VEC_BYTES == 32
+  if constexpr (sizeof(S) == 4) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return (vec_t<S>)_mm256_maskload_ps(reinterpret_cast<const float*>(p), m);
+  } else {
+    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return (vec_t<S>)_mm256_maskload_pd(reinterpret_cast<const double*>(p), m);
+  }
+#else
   vec_t<S> v = {};
   for (int64_t i = 0; i < n; ++i) v[i] = p[i];
   return v;
+#endif
 }
 template <typename S>
 inline void store_n(S* p, vec_t<S> v, int64_t n) {
@@ -67,7 +84,23 @@ inline void store_n(S* p, vec_t<S> v, int64_t n) {
     store(p, v);
     return;
   }
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+  if constexpr (sizeof(S) == 4) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
+  } else {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), (__m512d)v);
+  }
+#elif defined(__AVX2__) && FASTRNN_VEC_BYTES == 32
+  if constexpr (sizeof(S) == 4) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(reinterpret_cast<float*>(p), m, (__m256)v);
+  } else {
+    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    _mm256_maskstore_pd(reinterpret_cast<double*>(p), m, (__m256d)v);
+  }
+#else
   for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+#endif
 }
 
 // exp for float lanes (Cephes expf: range reduction by ln2 and a degree-6 polynomial,
