@@ -48,41 +48,101 @@ class RecurrentFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dhT, dcT=None):
-        mode, reverse, lengths = ctx.mode, ctx.reverse, ctx.lengths
-        w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
-        T, B, R = y.shape
-        G = _backend.GATES[mode]
-        H = w_hh.shape[0] // G
-        # The incoming gradients can have any strides or dtype promotions torch chose:
-        # bring them to the saved tensors' layout; the rest was built by forward.
-        dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous()
-        dhT = y.new_zeros((B, R)) if dhT is None else dhT.to(y.dtype).contiguous()
-        if mode == "LSTM":
-            dcT = y.new_zeros((B, H)) if dcT is None else dcT.to(y.dtype).contiguous()
-        else:
-            dcT = None
-        if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
-            raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
-        dxp, dhid, dh0, dc0 = _backend.backward(
-            mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False
-        )
         need = ctx.needs_input_grad  # (mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
-        d_whh = d_whr = d_bhh = None
-        if need[4] or need[6]:
-            # gradient of the recurrent pre-activations h W_hh^T + b_hh
-            dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
-            dg = dg.reshape(T * B, G * H)
-            if need[4]:
-                h0z = h0 if h0 is not None else y.new_zeros((B, R))
-                d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
-            if need[6]:
-                d_bhh = dg.sum(0)
-        if w_hr is not None and need[5]:
-            d_whr = dhid.reshape(T * B, R).t().mm(hpre.reshape(T * B, H))
+        w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
+        dxp, d_whh, d_whr, d_bhh, dh0, dc0 = recurrent_backward(
+            ctx.mode, ctx.reverse, ctx.lengths, w_hh, w_hr, h0, c0, y, (gates, cs, hpre), dy, dhT, dcT,
+            need[4], need[5], need[6])
         return (
             None, None, None,
             dxp if need[3] else None,
             d_whh, d_whr, d_bhh,
             dh0 if need[7] else None,
-            dc0 if (mode == "LSTM" and need[8]) else None,
+            dc0 if need[8] else None,
+        )
+
+
+def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy, dhT, dcT, need_whh, need_whr,
+                       need_bhh):
+    """Backward of one layer and direction from the incoming gradients.
+
+    Returns (dxp [T,B,G*H], d_w_hh, d_w_hr, d_b_hh, dh0, dc0), the weight gradients None
+    where not needed. The native loop gives dxp, dh0, dc0; torch's GEMMs the weights'.
+    """
+    gates, cs, hpre = saved
+    T, B, R = y.shape
+    G = _backend.GATES[mode]
+    H = w_hh.shape[0] // G
+    # The incoming gradients can have any strides or dtype promotions torch chose:
+    # bring them to the saved tensors' layout; the rest was built by forward.
+    dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous()
+    dhT = y.new_zeros((B, R)) if dhT is None else dhT.to(y.dtype).contiguous()
+    if mode == "LSTM":
+        dcT = y.new_zeros((B, H)) if dcT is None else dcT.to(y.dtype).contiguous()
+    else:
+        dcT = None
+    if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
+        raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
+    dxp, dhid, dh0, dc0 = _backend.backward(
+        mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False
+    )
+    d_whh = d_whr = d_bhh = None
+    if need_whh or need_bhh:
+        # gradient of the recurrent pre-activations h W_hh^T + b_hh
+        dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
+        dg = dg.reshape(T * B, G * H)
+        if need_whh:
+            h0z = h0 if h0 is not None else y.new_zeros((B, R))
+            d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
+        if need_bhh:
+            d_bhh = dg.sum(0)
+    if w_hr is not None and need_whr:
+        d_whr = dhid.reshape(T * B, R).t().mm(hpre.reshape(T * B, H))
+    return dxp, d_whh, d_whr, d_bhh, dh0, dc0
+
+
+class LayerFunction(torch.autograd.Function):
+    """One layer and direction on the CPU with the input projection inside the native loop:
+
+        (x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      b_*, h0, c0: None allowed
+
+    No separate addmm node: forward is one native call; backward is the native loop plus
+    torch's GEMMs for dx, dW_ih, dW_hh, dW_hr and the bias sums.
+    """
+
+    @staticmethod
+    def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0):
+        y, hT, cT, saved = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse,
+                                                  True)
+        ctx.mode = mode
+        ctx.reverse = reverse
+        ctx.lengths = lengths
+        ctx.save_for_backward(x, w_ih, w_hh, w_hr, h0, c0, y, *saved)
+        if mode == "LSTM":
+            return y, hT, cT
+        return y, hT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dhT, dcT=None):
+        # (mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0)
+        need = ctx.needs_input_grad
+        x, w_ih, w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
+        dxp, d_whh, d_whr, d_bhh, dh0, dc0 = recurrent_backward(
+            ctx.mode, ctx.reverse, ctx.lengths, w_hh, w_hr, h0, c0, y, (gates, cs, hpre), dy, dhT, dcT,
+            need[6], need[7], need[8])
+        T, B, I = x.shape
+        dxp2 = dxp.view(T * B, dxp.shape[-1])
+        dx = dxp2.mm(w_ih).view(T, B, I) if need[3] else None
+        d_wih = dxp2.t().mm(x.reshape(T * B, I)) if need[4] else None
+        d_bih = None
+        if need[5]:
+            # LSTM/RNN: the input and recurrent biases have the same gradient
+            d_bih = d_bhh.clone() if (d_bhh is not None and ctx.mode != "GRU") else dxp2.sum(0)
+        return (
+            None, None, None,
+            dx, d_wih, d_bih,
+            d_whh, d_whr, d_bhh,
+            dh0 if need[9] else None,
+            dc0 if need[10] else None,
         )

@@ -150,14 +150,45 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
             torch.cuda.current_stream(xp.device).cuda_stream,
         )
         return y, hT, cT, (gates, cs, hpre)
-    code = DTYPES[xp.dtype]
-    ws = _C.forward_workspace(code, cell, B, H, R)
-    work = xp.new_empty((ws,))
-    _C.forward(
-        code, cell, T, B, H, R, reverse,
+    _C.forward(  # work = 0: the core's own scratch
+        DTYPES[xp.dtype], cell, T, B, H, R, reverse,
         xp.data_ptr(), w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0), _ptr(c0), _ptr(lengths),
-        y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), work.data_ptr(), ws,
+        y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), 0, 0,
         num_threads(), False,
+    )
+    return y, hT, cT, (gates, cs, hpre)
+
+
+def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool,
+                  hT=None, cT=None):
+    """One layer and direction on the CPU with the input projection inside the native loop.
+
+    x: [T,B,I] with unit stride along I (any strides across T and B, e.g. a batch_first
+    view); w_ih [G*H,I], b_ih [G*H] or None; the rest as in ``forward``, all contiguous and
+    of x's dtype: the callers (fastrnn.functional) built and checked them, the core re-checks
+    the sizes. Scratch memory is the core's own (a per-thread buffer reused across calls).
+    """
+    T, B, I = x.shape
+    GH, R = w_hh.shape
+    H = GH // GATES[mode]
+    new = x.new_empty
+    y = new((T, B, R))
+    if hT is None:
+        hT = new((B, R))
+    if cT is None and mode == "LSTM":
+        cT = new((B, H))
+    gates = cs = hpre = None
+    if training:
+        if mode == "LSTM" or mode == "GRU":
+            gates = new((T, B, GH))
+            cs = new((T, B, H))
+        if w_hr is not None:
+            hpre = new((T, B, H))
+    st, sb, _ = x.stride()
+    _C.forward(
+        DTYPES[x.dtype], CELLS[mode], T, B, H, R, reverse, 0, w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0),
+        _ptr(c0), _ptr(lengths), y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), 0, 0,
+        torch.get_num_threads(), False, x.data_ptr(), w_ih.data_ptr(), _ptr(b_ih), I, st, sb,
     )
     return y, hT, cT, (gates, cs, hpre)
 
@@ -211,14 +242,11 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
             torch.cuda.current_stream(dev).cuda_stream,
         )
         return dxp, dhid, dh0, dc0
-    code = DTYPES[dt]
-    ws = _C.backward_workspace(code, CELLS[mode], B, H, R)
-    work = y.new_empty((max(ws, 1),))
-    _C.backward(
-        code, CELLS[mode], T, B, H, R, bool(reverse),
+    _C.backward(  # work = 0: the core's own scratch
+        DTYPES[dt], CELLS[mode], T, B, H, R, bool(reverse),
         _ptr(w_hh), _ptr(w_hr), _ptr(h0), _ptr(c0), _ptr(lengths), _ptr(y),
         _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(dy), _ptr(dhT), _ptr(dcT),
-        _ptr(dxp), _ptr(dhid), _ptr(dh0), _ptr(dc0), _ptr(work), ws, num_threads(),
+        _ptr(dxp), _ptr(dhid), _ptr(dh0), _ptr(dc0), 0, 0, num_threads(),
     )
     return dxp, dhid, dh0, dc0
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend, _ops
-from ._autograd import RecurrentFunction
+from ._autograd import LayerFunction, RecurrentFunction
 
 __all__ = ["rnn", "lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -22,32 +22,48 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
 
 
 def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None):
-    """One layer, one direction: torch's input projection, then the native loop.
+    """One layer, one direction: the native loop, with the input projection fused into it on
+    the CPU, else (CUDA, torch.compile tracing) torch's addmm before it.
 
     h0/c0: [B,R]/[B,H] or None (zeros). hT/cT: optional output tensors (inference only).
     """
     w_ih, w_hh = params[0], params[1]
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)
-    if bias:
-        xp = torch.addmm(params[2], x2, w_ih.t())
-        b_hh = params[3].contiguous()
-    else:
-        xp = x2.mm(w_ih.t())
-        b_hh = None
-    xp = xp.view(T, B, w_ih.shape[0])
+    b_ih = params[2] if bias else None
+    b_hh = params[3].contiguous() if bias else None
     w_hh = w_hh.contiguous()
-    w_hr = params[-1].contiguous() if proj else None
+    w_hr = params[4 if bias else 2].contiguous() if proj else None
     if h0 is not None:
         h0 = h0.contiguous()
     if c0 is not None:
         c0 = c0.contiguous()
+    compiling = torch.compiler.is_compiling()
+    if x.device.type == "cpu" and x.shape[2] > 0 and not compiling:
+        if x.stride(2) != 1:
+            x = x.contiguous()
+        w_ih = w_ih.contiguous()
+        if b_ih is not None:
+            b_ih = b_ih.contiguous()
+        if torch.is_grad_enabled() and (
+            x.requires_grad or w_ih.requires_grad or w_hh.requires_grad
+            or (b_ih is not None and (b_ih.requires_grad or b_hh.requires_grad))
+            or (w_hr is not None and w_hr.requires_grad)
+            or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)
+        ):
+            out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0)
+            return out if mode == "LSTM" else (out[0], out[1], None)
+        y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False,
+                                              hT, cT)
+        return y, hT, cT
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)
+    xp = torch.addmm(b_ih, x2, w_ih.t()) if bias else x2.mm(w_ih.t())
+    xp = xp.view(T, B, w_ih.shape[0])
     need_grad = torch.is_grad_enabled() and (
         xp.requires_grad or w_hh.requires_grad or (w_hr is not None and w_hr.requires_grad)
         or (b_hh is not None and b_hh.requires_grad) or (h0 is not None and h0.requires_grad)
         or (c0 is not None and c0.requires_grad)
     )
-    if torch.compiler.is_compiling():  # traced: the torch.library custom ops
+    if compiling:  # traced: the torch.library custom ops
         return _ops.recurrent_op(mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0, need_grad)
     if need_grad:
         out = RecurrentFunction.apply(mode, reverse, lengths, xp, w_hh, w_hr, b_hh, h0, c0)
@@ -101,6 +117,8 @@ def rnn(
     R = weights[1].shape[1]
     # Inference writes the final states straight into the stacked outputs.
     grad = torch.is_grad_enabled()
+    # Inference writes the final states straight into the stacked outputs (the first
+    # layer's slot is the stacked tensor itself: only its data pointer is used).
     h_out = None if grad else input.new_empty((num_layers * D, B, R))
     c_out = None if (grad or not lstm) else input.new_empty((num_layers * D, B, H))
     h_n, c_n = [], []
@@ -110,9 +128,10 @@ def rnn(
         for d in range(D):
             k = layer * D + d
             y, hT, cT = _direction(
-                mode, layer_in, weights[k * per:(k + 1) * per], bias, proj,
+                mode, layer_in, weights[k * per:(k + 1) * per] if k else weights, bias, proj,
                 None if hx is None else hx[k], None if cx is None else cx[k], lengths, d == 1,
-                None if h_out is None else h_out[k], None if c_out is None else c_out[k],
+                None if h_out is None else (h_out[k] if k else h_out),
+                None if c_out is None else (c_out[k] if k else c_out),
             )
             outs.append(y)
             h_n.append(hT)
@@ -122,12 +141,32 @@ def rnn(
             layer_in = F.dropout(layer_in, dropout, training=True)
     # Outputs of an autograd Function are stacked (keeping the graph); in inference they
     # were written in place already.
-    if h_out is None or any(h.requires_grad for h in h_n):
+    if grad:
         h_out = torch.stack(h_n)
         c_out = torch.stack(c_n) if lstm else None
     if lstm:
         return layer_in, h_out, c_out
     return layer_in, h_out
+
+
+_SHAPES: dict = {}
+
+
+def _expected_shapes(mode, I, H, R, num_layers, D, bias, proj):
+    """torch.Size of every weight, in torch's flat order (cached per configuration)."""
+    key = (mode, I, H, R, num_layers, D, bias, proj)
+    want = _SHAPES.get(key)
+    if want is None:
+        GH = _backend.GATES[mode] * H
+        want = []
+        for layer in range(num_layers):
+            in_size = I if layer == 0 else D * R
+            for _ in range(D):
+                want += [(GH, in_size), (GH, R)] + ([(GH,), (GH,)] if bias else []) + ([(R, H)] if proj else [])
+        want = tuple(torch.Size(w) for w in want)
+        if len(_SHAPES) < 1024:
+            _SHAPES[key] = want
+    return want
 
 
 def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked):
@@ -140,19 +179,12 @@ def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, pe
     R = proj_size if proj_size > 0 else H
     if H <= 0:
         raise ValueError(f"weight_hh must be a [{G}*hidden_size, hidden_size] matrix, got {tuple(weights[1].shape)}")
-    for layer in range(num_layers):
-        in_size = input.shape[-1] if layer == 0 else D * R
-        for d in range(D):
-            k = layer * D + d
-            w = weights[k * per:(k + 1) * per]
-            want = [(G * H, in_size), (G * H, R)] + ([(G * H,), (G * H,)] if bias else [])
-            if proj_size > 0:
-                want.append((R, H))
-            for t, shape in zip(w, want):
-                if tuple(t.shape) != shape:
-                    raise ValueError(f"weight of layer {layer} has shape {tuple(t.shape)}, expected {shape}")
-                if t.dtype != dt or t.device != dev:
-                    raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
+    want = _expected_shapes(mode, input.shape[-1], H, R, num_layers, D, bias, proj_size > 0)
+    for i, (t, shape) in enumerate(zip(weights, want)):
+        if t.shape != shape:
+            raise ValueError(f"weight of layer {i // (per * D)} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        if t.dtype != dt or t.device != dev:
+            raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
     if checked:
         return
     if input.dim() != 3:

@@ -38,9 +38,15 @@ class _FastRNNBase(nn.RNNBase):
         return "RNN" if self.mode.startswith("RNN") else self.mode
 
     def _weights(self):
-        # Read through getattr (not the cached _flat_weights) so that functional_call and
-        # reparametrizations see the weights they installed.
-        return [getattr(self, n) for n in self._flat_weights_names]
+        # The module's current tensors (not the cached _flat_weights), so that functional_call
+        # and reparametrizations see the weights they installed: straight from _parameters
+        # (what functional_call swaps), through getattr where a name is not a plain
+        # parameter (parametrize turns it into a property).
+        params = self._parameters
+        try:
+            return [params[n] for n in self._flat_weights_names]
+        except KeyError:
+            return [getattr(self, n) for n in self._flat_weights_names]
 
     def _state_ok(self, hx, B: int, dtype) -> bool:
         """Whether a given state has exactly the shapes and dtype torch expects (fast path)."""

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <vector>
 
 #include "../core/dispatch.h"
 #include "../cpu/kernels.h"
@@ -23,6 +24,22 @@ S* ptr(uintptr_t p) {
   return reinterpret_cast<S*>(p);
 }
 
+// Scratch for a call given no workspace (work == 0): a per-thread buffer kept across calls up
+// to kCachedScratch elements (no allocation per call for small layers), a fresh one above.
+// The kernel runs on the calling thread's stack of arguments, so a thread never shares it.
+template <typename S>
+S* scratch(int64_t n, std::vector<S>& fresh) {
+  constexpr int64_t kCachedScratch = int64_t(1) << 21;
+  static thread_local std::vector<S> cache;
+  if (n < 1) n = 1;
+  if (n > kCachedScratch) {
+    fresh.resize(static_cast<size_t>(n));
+    return fresh.data();
+  }
+  if (static_cast<int64_t>(cache.size()) < n) cache.resize(static_cast<size_t>(n));
+  return cache.data();
+}
+
 int64_t forward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) {
   return dispatch_dtype(dtype, [&](auto s) {
     return cpu::kernels(s).forward_workspace(to_cell(cell), B, H, R);
@@ -38,15 +55,25 @@ int64_t backward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R)
 void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t xp,
              uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hh, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
              uintptr_t y, uintptr_t hT, uintptr_t cT, uintptr_t gates, uintptr_t cs, uintptr_t hpre, uintptr_t work,
-             int64_t work_size, int num_threads, bool prepacked) {
+             int64_t work_size, int num_threads, bool prepacked, uintptr_t x, uintptr_t w_ih, uintptr_t b_ih,
+             int64_t I, int64_t x_st, int64_t x_sb) {
   dispatch_dtype(dtype, [&](auto s) {
     using S = decltype(s);
+    const auto& k = cpu::kernels(s);
     ForwardArgs<S> a{to_cell(cell), T,          B,           H,           R,          reverse,
                      ptr<const S>(xp), ptr<const S>(w_hh), ptr<const S>(w_hr), ptr<const S>(b_hh),
                      ptr<const S>(h0), ptr<const S>(c0), ptr<const int64_t>(lengths),
                      ptr<S>(y),  ptr<S>(hT),  ptr<S>(cT),  ptr<S>(gates), ptr<S>(cs), ptr<S>(hpre),
-                     ptr<S>(work), work_size, num_threads, prepacked};
-    cpu::kernels(s).forward(a);
+                     ptr<S>(work), work_size, num_threads, prepacked,
+                     ptr<const S>(x), ptr<const S>(w_ih), ptr<const S>(b_ih), I, x_st, x_sb};
+    std::vector<S> fresh;
+    if (work == 0) {
+      require(T >= 0 && B >= 0 && H >= 0 && R >= 0 && I >= 0, "sizes must be non-negative");
+      a.work_size = k.forward_workspace(a.cell, B, H, R) +
+                    (x != 0 ? k.projection_workspace(a.cell, T, B, H, I, gates != 0) : 0);
+      a.work = scratch<S>(a.work_size, fresh);
+    }
+    k.forward(a);
   });
 }
 
@@ -63,7 +90,14 @@ void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, b
                       ptr<const S>(dy),   ptr<const S>(dhT),  ptr<const S>(dcT),  ptr<S>(dxp),
                       ptr<S>(dhid),       ptr<S>(dh0),        ptr<S>(dc0),        ptr<S>(work),
                       work_size,          num_threads};
-    cpu::kernels(s).backward(a);
+    const auto& k = cpu::kernels(s);
+    std::vector<S> fresh;
+    if (work == 0) {
+      require(B >= 0 && H >= 0 && R >= 0, "sizes must be non-negative");
+      a.work_size = k.backward_workspace(a.cell, B, H, R);
+      a.work = scratch<S>(a.work_size, fresh);
+    }
+    k.backward(a);
   });
 }
 
@@ -156,11 +190,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("xp"), py::arg("w_hh"),
         py::arg("w_hr"), py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"),
         py::arg("hT"), py::arg("cT"), py::arg("gates"), py::arg("cs"), py::arg("hpre"), py::arg("work"),
-        py::arg("work_size"), py::arg("num_threads"), py::arg("prepacked") = false);
+        py::arg("work_size"), py::arg("num_threads"), py::arg("prepacked") = false, py::arg("x") = 0,
+        py::arg("w_ih") = 0, py::arg("b_ih") = 0, py::arg("I") = 0, py::arg("x_st") = 0, py::arg("x_sb") = 0,
+        "one layer and direction; work = 0: scratch managed here; x set (xp = 0): fused input projection");
   m.def("backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),
         py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("w_hh"),
         py::arg("w_hr"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("gates"),
         py::arg("cs"), py::arg("hpre"), py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("dxp"),
         py::arg("dhid"), py::arg("dh0"), py::arg("dc0"), py::arg("work"), py::arg("work_size"),
-        py::arg("num_threads"));
+        py::arg("num_threads"), "backward time loop; work = 0: scratch managed here");
 }

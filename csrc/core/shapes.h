@@ -57,6 +57,13 @@ struct ForwardArgs {
   int num_threads;         // >= 1
   bool prepacked;          // work already holds the packed weights of an earlier call with the
                            // same cell, sizes and weights (single-step generation loops)
+  // Fused input projection (xp null, x set): the loop computes xp = x W_ih^T + b_ih itself,
+  // into `gates` when it saves them (xp is consumed in place), else into work. Not with
+  // prepacked.
+  const S* x = nullptr;     // [T,B,I] input; row (t,b) at x + t*x_st + b*x_sb
+  const S* w_ih = nullptr;  // [G*H,I] input weights
+  const S* b_ih = nullptr;  // [G*H] input bias, or null
+  int64_t I = 0, x_st = 0, x_sb = 0;  // input size and the two row strides of x (elements)
 };
 
 // Backward time loop of one layer and one direction: the reverse of ForwardArgs' visit order.

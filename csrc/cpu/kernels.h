@@ -11,6 +11,9 @@ struct KernelSet {
   // Scratch elements (of S) the time loops need in ForwardArgs::work / BackwardArgs::work.
   int64_t (*forward_workspace)(Cell cell, int64_t B, int64_t H, int64_t R);
   int64_t (*backward_workspace)(Cell cell, int64_t B, int64_t H, int64_t R);
+  // Extra scratch of a forward with the fused input projection (ForwardArgs::x):
+  // packed W_ih, plus xp itself unless the call saves gates (training LSTM/GRU).
+  int64_t (*projection_workspace)(Cell cell, int64_t T, int64_t B, int64_t H, int64_t I, bool gates_saved);
   void (*forward)(const ForwardArgs<S>& a);
   void (*backward)(const BackwardArgs<S>& a);
   // Runs `iters` rounds of independent fused multiply-adds on this thread and returns the

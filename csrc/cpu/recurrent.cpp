@@ -69,6 +69,15 @@ int64_t forward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
 }
 
 template <typename S>
+int64_t projection_workspace(Cell cell, int64_t T, int64_t B, int64_t H, int64_t I, bool gates_saved) {
+  constexpr int N = V<S>::N;
+  const int64_t G = cell_gates(cell);
+  int64_t n = ceil_div(H, N) * N * G * I;
+  if (!gates_saved) n += T * B * G * H;
+  return n;
+}
+
+template <typename S>
 int64_t backward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
   constexpr int N = V<S>::N;
   const int64_t G = cell_gates(cell);
@@ -90,6 +99,9 @@ struct Forward {
   typedef vec_t<S> vec;
 
   const ForwardArgs<S>* a;
+  const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x
+  S* xpw;        // where the fused projection writes xp (null: a->xp given)
+  const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection)
   const S* wp1;  // packed W_hh^T panels: [ceil(H/N)][R][G][N]
   const S* wp2;  // packed W_hr^T panels: [ceil(R/N)][H][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
@@ -119,7 +131,7 @@ struct Forward {
       }
       return;
     }
-    const S* xr = a->xp + row * G * H + j0;
+    const S* xr = xp + row * G * H + j0;
     vec pre[G];
     for (int g = 0; g < G; ++g) {
       pre[g] = acc[g];
@@ -178,6 +190,31 @@ struct Forward {
     int64_t p1b, p1e, p2b, p2e;
     split(ceil_div(H, N), tid, nt, &p1b, &p1e);
     split(ceil_div(R, N), tid, nt, &p2b, &p2e);
+    if (xpw != nullptr) {
+      // Fused input projection of this thread's panels for every step: the epilogues of the
+      // same panels are its only readers, so no barrier is needed before the time loop.
+      const int64_t I = a->I, st = a->x_st, sb = a->x_sb;
+      for (int64_t p = p1b; p < p1e; ++p) {
+        const int64_t j0 = p * N, nu = imin(N, H - j0);
+        vec bias[G];
+        for (int g = 0; g < G; ++g) bias[g] = a->b_ih != nullptr ? load_n(a->b_ih + g * H + j0, nu) : vec{};
+        const S* panel = wpi + p * I * G * N;
+        // rows of x at xa + r*lda go to rows of xp at out + r*ld_out
+        auto project = [&](const S* xa, int64_t lda, int64_t rows, S* out, int64_t ld_out) {
+          gemm_rows<S, MR, G>(xa, lda, rows, I, panel, [&](int64_t r, const vec* acc) {
+            S* o = out + r * ld_out;
+            for (int g = 0; g < G; ++g) store_n(o + g * H, acc[g] + bias[g], nu);
+          });
+        };
+        if (st == B * sb) {  // time-major rows evenly spaced: one matrix of T*B rows
+          project(a->x, sb, T * B, xpw + j0, G * H);
+        } else if (T <= B) {
+          for (int64_t t = 0; t < T; ++t) project(a->x + t * st, sb, B, xpw + t * B * G * H + j0, G * H);
+        } else {  // e.g. batch_first: the T rows of one sequence
+          for (int64_t b = 0; b < B; ++b) project(a->x + b * sb, st, T, xpw + b * G * H + j0, B * G * H);
+        }
+      }
+    }
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = a->reverse ? T - 1 - s : s;
       const S* hprev = hbuf[s & 1];
@@ -219,6 +256,9 @@ void forward_cell(const ForwardArgs<S>& a) {
   S* w = a.work;
   F f;
   f.a = &a;
+  f.xp = a.xp;
+  f.xpw = nullptr;
+  f.wpi = nullptr;
   S* wp1 = w;
   w += ceil_div(H, N) * N * G * R;
   if (!a.prepacked) pack_rows(a.w_hh, G, H, R, wp1);
@@ -235,6 +275,14 @@ void forward_cell(const ForwardArgs<S>& a) {
     f.wp2 = wp2;
     f.hpre_s = w;
     w += B * H;
+  }
+  if (a.x != nullptr) {
+    S* wpi = w;
+    w += ceil_div(H, N) * N * G * a.I;
+    pack_rows(a.w_ih, G, H, a.I, wpi);
+    f.wpi = wpi;
+    f.xpw = a.gates != nullptr ? a.gates : w;
+    f.xp = f.xpw;
   }
   if (a.h0 != nullptr)
     std::memcpy(f.hbuf[0], a.h0, sizeof(S) * B * R);
@@ -261,7 +309,10 @@ void forward(const ForwardArgs<S>& a) {
   require(a.num_threads >= 1, "num_threads must be positive");
   if (a.B == 0) return;  // nothing to compute (empty arrays may have null data)
   require(a.w_hh && a.hT && a.work, "missing array");
-  require(a.T == 0 || (a.xp && a.y), "missing array");
+  require(a.T == 0 || ((a.xp || a.x) && a.y), "missing array");
+  require(a.x == nullptr || (a.xp == nullptr && a.w_ih != nullptr && !a.prepacked),
+          "the fused input projection takes x and w_ih instead of xp, and no prepacked weights");
+  require(a.x == nullptr || (a.I >= 1 && a.I < (int64_t(1) << 24)), "input size must be positive");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
   require(a.cell != Cell::LSTM || a.cT, "LSTM needs cT");
@@ -269,7 +320,10 @@ void forward(const ForwardArgs<S>& a) {
   require(a.cell != Cell::LSTM || a.w_hr == nullptr || a.gates == nullptr || a.hpre != nullptr,
           "LSTM projection training needs hpre");
   require(a.cell != Cell::GRU || a.gates == nullptr || a.cs != nullptr, "GRU training needs cs");
-  require(a.work_size >= forward_workspace<S>(a.cell, a.B, a.H, a.R), "workspace too small");
+  require(a.work_size >= forward_workspace<S>(a.cell, a.B, a.H, a.R) +
+                            (a.x != nullptr ? projection_workspace<S>(a.cell, a.T, a.B, a.H, a.I, a.gates != nullptr)
+                                            : 0),
+          "workspace too small");
   check_lengths(a.lengths, a.B, a.T);
   switch (a.cell) {
     case Cell::LSTM: return forward_cell<S, Cell::LSTM>(a);
@@ -496,11 +550,13 @@ double fma_flops(int64_t iters) {
 }  // namespace
 
 KernelSet<float> kernels_f32() {
-  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<float>, &backward_workspace<float>, &forward<float>,
+  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<float>, &backward_workspace<float>,
+          &projection_workspace<float>, &forward<float>,
           &backward<float>, &fma_flops<float>};
 }
 KernelSet<double> kernels_f64() {
-  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<double>, &backward_workspace<double>, &forward<double>,
+  return {FASTRNN_STR(FASTRNN_ISA), &forward_workspace<double>, &backward_workspace<double>,
+          &projection_workspace<double>, &forward<double>,
           &backward<double>, &fma_flops<double>};
 }
 

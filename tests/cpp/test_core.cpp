@@ -223,6 +223,55 @@ void check_rejects() {
 
 }  // namespace
 
+// The fused input projection (ForwardArgs::x): x stored batch-first ([B][T][I], the strided
+// case), xp = x W_ih^T + b_ih computed here, outputs against the plain loop on that xp.
+template <typename S>
+void check_fused_as(const Shape& s, int64_t I, bool training, int threads, double tol) {
+  const int64_t T = s.T, B = s.B, H = s.H, R = s.R, G = gates_of(s.cell);
+  const bool lstm = s.cell == Cell::LSTM;
+  Vec x = randn(B * T * I), wih = randn(G * H * I, 0.5), bih = randn(G * H, 0.3);
+  Vec whh = randn(G * H * R, 0.5), bhh = randn(G * H, 0.3), h0 = randn(B * R);
+  Vec whr = s.proj ? randn(R * H, 0.5) : Vec(), c0 = lstm ? randn(B * H) : Vec();
+  std::vector<int64_t> len(B);
+  std::uniform_int_distribution<int64_t> ld(0, T);
+  for (auto& l : len) l = ld(rng);
+  Vec xp(T * B * G * H);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t m = 0; m < G * H; ++m) {
+        double acc = bih[m];
+        for (int64_t i = 0; i < I; ++i) acc += x[(b * T + t) * I + i] * wih[m * I + i];
+        xp[(t * B + b) * G * H + m] = acc;
+      }
+  Vec y, hT, cT;
+  reference(s, xp, whh, whr, bhh, h0, c0, len, y, hT, cT);
+  const auto& k = cpu::kernels(S{});
+  std::vector<S> xs = cast<S>(x), wi = cast<S>(wih), bi = cast<S>(bih), ws = cast<S>(whh), wr = cast<S>(whr),
+                 bh = cast<S>(bhh), h = cast<S>(h0), c = cast<S>(c0);
+  std::vector<S> yo(T * B * R), ho(B * R), co(lstm ? B * H : 0);
+  const bool gated = s.cell == Cell::LSTM || s.cell == Cell::GRU;
+  std::vector<S> gates(training && gated ? T * B * G * H : 0), cs(gates.empty() ? 0 : T * B * H);
+  std::vector<S> hpre(training && s.proj ? T * B * H : 0);
+  std::vector<S> work(k.forward_workspace(s.cell, B, H, R) +
+                      k.projection_workspace(s.cell, T, B, H, I, !gates.empty()));
+  ForwardArgs<S> a{s.cell, T, B, H, R, s.reverse, nullptr, ws.data(), ptr_or_null(wr), ptr_or_null(bh),
+                   ptr_or_null(h), ptr_or_null(c), s.lengths ? len.data() : nullptr, yo.data(), ho.data(),
+                   ptr_or_null(co), ptr_or_null(gates), ptr_or_null(cs), ptr_or_null(hpre), work.data(),
+                   static_cast<int64_t>(work.size()), threads, false,
+                   xs.data(), wi.data(), bi.data(), I, I, T * I};
+  k.forward(a);
+  for (size_t i = 0; i < y.size(); ++i) expect_close("fused y", s, yo[i], y[i], tol);
+  for (size_t i = 0; i < hT.size(); ++i) expect_close("fused hT", s, ho[i], hT[i], tol);
+  for (size_t i = 0; i < cT.size(); ++i) expect_close("fused cT", s, co[i], cT[i], tol);
+}
+
+void check_fused(const Shape& s, int64_t I) {
+  for (int threads : {1, 3}) {
+    check_fused_as<double>(s, I, threads == 1, threads, 1e-12);
+    check_fused_as<float>(s, I, threads == 3, threads, 5e-5);
+  }
+}
+
 int main() {
   std::printf("kernel ISA: %s\n", cpu::selected_isa());
   int cases = 0;
@@ -239,7 +288,8 @@ int main() {
         s.R = 1 + (s.H - 1) / 2;
       }
       check_shape(s);
-      ++cases;
+      check_fused(s, 1 + rep % 5);
+      cases += 2;
     }
   }
   // Shapes that take the threaded path, and (H = 150 > the K chunk) the chunked GEMM with
@@ -249,7 +299,9 @@ int main() {
     check_shape(s);
     Shape big{cell, 2, 67, 150, 150, cell == Cell::LSTM, cell != Cell::GRU, false};
     check_shape(big);
-    cases += 2;
+    check_fused(s, 33);
+    check_fused(big, 150);
+    cases += 4;
   }
   check_rejects();
   std::printf("%d passed, %d failed\n", failures == 0 ? cases : 0, failures);
