@@ -21,6 +21,11 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
     return 2 + (2 if bias else 0) + (1 if proj else 0)
 
 
+# Widest input whose projection the native loop computes itself (its register-tiled GEMM
+# keeps up with torch's there; torch's addmm is faster on wide inputs: measured at I = 512).
+FUSE_MAX_INPUT = 256
+
+
 def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None):
     """One layer, one direction: the native loop, with the input projection fused into it on
     the CPU, else (CUDA, torch.compile tracing) torch's addmm before it.
@@ -37,7 +42,7 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
     if c0 is not None:
         c0 = c0.contiguous()
     compiling = torch.compiler.is_compiling()
-    if x.device.type == "cpu" and x.shape[2] > 0 and not compiling:
+    if x.device.type == "cpu" and 0 < x.shape[2] <= FUSE_MAX_INPUT and not compiling:
         if x.stride(2) != 1:
             x = x.contiguous()
         w_ih = w_ih.contiguous()

@@ -193,26 +193,31 @@ struct Forward {
     if (xpw != nullptr) {
       // Fused input projection of this thread's panels for every step: the epilogues of the
       // same panels are its only readers, so no barrier is needed before the time loop.
+      // Rows go in blocks (all of this thread's panels per block), so that a block of x
+      // stays in cache while the panels pass over it.
       const int64_t I = a->I, st = a->x_st, sb = a->x_sb;
-      for (int64_t p = p1b; p < p1e; ++p) {
+      const int64_t rblk = MR * imax(int64_t(1), int64_t(8192 / sizeof(S)) / (MR * imax(I, int64_t(1))));
+      auto project = [&](int64_t p, const S* xa, int64_t lda, int64_t rows, S* out, int64_t ld_out) {
         const int64_t j0 = p * N, nu = imin(N, H - j0);
         vec bias[G];
         for (int g = 0; g < G; ++g) bias[g] = a->b_ih != nullptr ? load_n(a->b_ih + g * H + j0, nu) : vec{};
-        const S* panel = wpi + p * I * G * N;
-        // rows of x at xa + r*lda go to rows of xp at out + r*ld_out
-        auto project = [&](const S* xa, int64_t lda, int64_t rows, S* out, int64_t ld_out) {
-          gemm_rows<S, MR, G>(xa, lda, rows, I, panel, [&](int64_t r, const vec* acc) {
-            S* o = out + r * ld_out;
-            for (int g = 0; g < G; ++g) store_n(o + g * H, acc[g] + bias[g], nu);
-          });
-        };
-        if (st == B * sb) {  // time-major rows evenly spaced: one matrix of T*B rows
-          project(a->x, sb, T * B, xpw + j0, G * H);
-        } else if (T <= B) {
-          for (int64_t t = 0; t < T; ++t) project(a->x + t * st, sb, B, xpw + t * B * G * H + j0, G * H);
-        } else {  // e.g. batch_first: the T rows of one sequence
-          for (int64_t b = 0; b < B; ++b) project(a->x + b * sb, st, T, xpw + b * G * H + j0, B * G * H);
+        out += j0;
+        gemm_rows<S, MR, G>(xa, lda, rows, I, wpi + p * I * G * N, [&](int64_t r, const vec* acc) {
+          S* o = out + r * ld_out;
+          for (int g = 0; g < G; ++g) store_n(o + g * H, acc[g] + bias[g], nu);
+        });
+      };
+      if (st == B * sb) {  // time-major rows evenly spaced: one matrix of T*B rows
+        for (int64_t r0 = 0; r0 < T * B; r0 += rblk) {
+          const int64_t rows = imin(rblk, T * B - r0);
+          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + r0 * sb, sb, rows, xpw + r0 * G * H, G * H);
         }
+      } else if (T <= B) {
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + t * st, sb, B, xpw + t * B * G * H, G * H);
+      } else {  // e.g. batch_first: the T rows of one sequence
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + b * sb, st, T, xpw + b * G * H, B * G * H);
       }
     }
     for (int64_t s = 0; s < T; ++s) {
