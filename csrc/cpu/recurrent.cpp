@@ -26,6 +26,9 @@ struct CellTraits {
 };
 // Rows per tile for the single-group GEMMs (projection, backward dG @ W_hh).
 constexpr int kMR1 = kVecBytes == 64 ? 8 : 4;
+// Backward dG @ W_hh: tiles of kMR1 rows x kGW blocks of N columns (8 accumulators on AVX2:
+// one block alone, 4 accumulators, left half of the FMA pipeline idle on latency).
+constexpr int kGW = 2;
 
 inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
   const int64_t chunk = n / nt, rest = n % nt;
@@ -82,7 +85,7 @@ int64_t backward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
   constexpr int N = V<S>::N;
   const int64_t G = cell_gates(cell);
   const bool proj = cell == Cell::LSTM && R != H;
-  int64_t n = ceil_div(R, N) * N * G * H;
+  int64_t n = ceil_div(R, kGW * N) * kGW * N * G * H;
   if (proj) n += ceil_div(H, N) * N * R;
   if (cell == Cell::GRU) n += 2 * B * G * H;
   return n;
@@ -350,7 +353,7 @@ struct Backward {
   typedef vec_t<S> vec;
 
   const BackwardArgs<S>* a;
-  const S* wp1;  // packed W_hh panels: [ceil(R/N)][G*H][N]  (dG @ W_hh)
+  const S* wp1;  // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
   const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]    (dh_r @ W_hr)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
   Barrier* bar;
@@ -425,7 +428,7 @@ struct Backward {
     const int64_t GH = G * H;
     const bool proj = a->w_hr != nullptr;
     int64_t p1b, p1e, p2b, p2e;
-    split(ceil_div(R, N), tid, nt, &p1b, &p1e);
+    split(ceil_div(R, kGW * N), tid, nt, &p1b, &p1e);
     split(ceil_div(H, N), tid, nt, &p2b, &p2e);
     const S* prev_dg = nullptr;  // [B,G*H] dG of the previously visited step
     for (int64_t s = 0; s <= T; ++s) {
@@ -434,25 +437,30 @@ struct Backward {
       S* dgh_cur = C == Cell::GRU ? dgh[s & 1] : nullptr;
       // Phase A: dh (R wide) = dG_prev @ W_hh + carry (+ dy), per panel of R units.
       for (int64_t p = p1b; p < p1e; ++p) {
-        const int64_t u0 = p * N, nu = imin(N, R - u0);
-        gemm_rows<S, kMR1, 1>(prev_dg, GH, B, GH, wp1 + p * GH * N, [&](int64_t b, const vec* acc) {
-          S* carry = a->dh0 + b * R + u0;
-          if (last || !active(a->lengths, b, t)) {
-            store_n(carry, load_n(carry, nu) + acc[0], nu);
-            if (!last) {
-              if (proj)
-                store_n(a->dhid + (t * B + b) * R + u0, vec{}, nu);
-              else
-                zero_step(t, b, u0, nu, dgh_cur);
+        gemm_rows<S, kMR1, kGW>(prev_dg, GH, B, GH, wp1 + p * GH * kGW * N, [&](int64_t b, const vec* accs) {
+          for (int gw = 0; gw < kGW; ++gw) {
+            const int64_t u0 = (p * kGW + gw) * N;
+            if (u0 >= R) break;
+            const int64_t nu = imin(N, R - u0);
+            const vec acc = accs[gw];
+            S* carry = a->dh0 + b * R + u0;
+            if (last || !active(a->lengths, b, t)) {
+              store_n(carry, load_n(carry, nu) + acc, nu);
+              if (!last) {
+                if (proj)
+                  store_n(a->dhid + (t * B + b) * R + u0, vec{}, nu);
+                else
+                  zero_step(t, b, u0, nu, dgh_cur);
+              }
+              continue;
             }
-            return;
+            const vec dh = acc + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
+            store_n(carry, vec{}, nu);
+            if (proj)
+              store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
+            else
+              cell_backward(t, b, u0, nu, dh, dgh_cur);
           }
-          const vec dh = acc[0] + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
-          store_n(carry, vec{}, nu);
-          if (proj)
-            store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
-          else
-            cell_backward(t, b, u0, nu, dh, dgh_cur);
         });
       }
       if (last) break;
@@ -486,8 +494,8 @@ void backward_cell(const BackwardArgs<S>& a) {
   F f;
   f.a = &a;
   f.wp1 = w;
-  pack_cols(a.w_hh, G * H, R, w);
-  w += ceil_div(R, N) * N * G * H;
+  pack_cols<S, kGW>(a.w_hh, G * H, R, w);
+  w += ceil_div(R, kGW * N) * kGW * N * G * H;
   f.wp2 = nullptr;
   if (proj) {
     f.wp2 = w;
@@ -502,7 +510,7 @@ void backward_cell(const BackwardArgs<S>& a) {
   }
   if (B > 0) std::memcpy(a.dh0, a.dhT, sizeof(S) * B * R);
   if (C == Cell::LSTM && B > 0) std::memcpy(a.dc0, a.dcT, sizeof(S) * B * H);
-  const int nt = threads_for(a.num_threads, ceil_div(R, N), 2 * B * G * H * R);
+  const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(

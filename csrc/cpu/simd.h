@@ -214,19 +214,22 @@ inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) 
       }
 }
 
-// out: [ceil(N_cols/N)][K][N]; right-hand B(k, u) = W[k*N_cols + u] (W: [K, N_cols], x @ W).
-template <typename S>
+// out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[k*N_cols + (q*GW + g)*N + u]
+// (W: [K, N_cols], x @ W): GW consecutive blocks of N columns side by side, so that one
+// micro-kernel tile covers GW*N columns (GW = 1: plain panels of N columns).
+template <typename S, int GW = 1>
 inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out) {
   constexpr int N = V<S>::N;
-  const int64_t np = ceil_div(n_cols, N);
-  for (int64_t p = 0; p < np; ++p)
-    for (int64_t k = 0; k < K; ++k) {
-      S* dst = out + (p * K + k) * N;
-      for (int u = 0; u < N; ++u) {
-        const int64_t col = p * N + u;
-        dst[u] = col < n_cols ? W[k * n_cols + col] : S(0);
+  const int64_t np = ceil_div(n_cols, GW * N);
+  for (int64_t q = 0; q < np; ++q)
+    for (int64_t k = 0; k < K; ++k)
+      for (int g = 0; g < GW; ++g) {
+        S* dst = out + ((q * K + k) * GW + g) * N;
+        for (int u = 0; u < N; ++u) {
+          const int64_t col = (q * GW + g) * N + u;
+          dst[u] = col < n_cols ? W[k * n_cols + col] : S(0);
+        }
       }
-    }
 }
 
 // acc[r][g] += sum_k a[r][k] * panel[k][g][:] for MR rows (rows past the batch repeat the
