@@ -22,12 +22,14 @@ template <Cell C>
 struct CellTraits {
   static constexpr int G = C == Cell::LSTM ? 4 : C == Cell::GRU ? 3 : 1;
   // Rows per register tile: keeps MR*G accumulators within the register file.
-  static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 3) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 8 : 4);
+  // Single-group tiles (RNN) take 8 rows on AVX2: 4 accumulators left half of the two FMA
+  // pipes idle on the 4-cycle latency.
+  static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 3) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 16 : 8);
 };
-// Rows per tile for the single-group GEMMs (projection, backward dG @ W_hh).
-constexpr int kMR1 = kVecBytes == 64 ? 8 : 4;
-// Backward dG @ W_hh: tiles of kMR1 rows x kGW blocks of N columns (8 accumulators on AVX2:
-// one block alone, 4 accumulators, left half of the FMA pipeline idle on latency).
+// Rows per tile for the single-group GEMMs (LSTM projection, backward dh_r @ W_hr).
+constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
+// Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
+constexpr int kMRB = kVecBytes == 64 ? 8 : 4;
 constexpr int kGW = 2;
 
 inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
@@ -38,7 +40,7 @@ inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
 
 // Threads worth using for a loop of `panels` panels with `flops` per step.
 inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
-  if (requested <= 1 || flops_per_step < 100000) return 1;
+  if (requested <= 1 || flops_per_step < 60000) return 1;
   int64_t nt = requested;
   if (nt > panels) nt = panels;
   return nt < 1 ? 1 : static_cast<int>(nt);
@@ -437,7 +439,7 @@ struct Backward {
       S* dgh_cur = C == Cell::GRU ? dgh[s & 1] : nullptr;
       // Phase A: dh (R wide) = dG_prev @ W_hh + carry (+ dy), per panel of R units.
       for (int64_t p = p1b; p < p1e; ++p) {
-        gemm_rows<S, kMR1, kGW>(prev_dg, GH, B, GH, wp1 + p * GH * kGW * N, [&](int64_t b, const vec* accs) {
+        gemm_rows<S, kMRB, kGW>(prev_dg, GH, B, GH, wp1 + p * GH * kGW * N, [&](int64_t b, const vec* accs) {
           for (int gw = 0; gw < kGW; ++gw) {
             const int64_t u0 = (p * kGW + gw) * N;
             if (u0 >= R) break;

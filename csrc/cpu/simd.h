@@ -237,7 +237,22 @@ inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out) {
 template <typename S, int MR, int G>
 inline void panel_gemm(const S* const (&arow)[MR], int64_t K, const S* panel, vec_t<S> (&acc)[MR][G]) {
   constexpr int N = V<S>::N;
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k = 0;
+  if constexpr (MR == 1 && G <= 4) {
+    // One row (batch 1): even and odd k into separate sums, so that 2G chains cover the
+    // FMA latency (G alone would idle half the pipes).
+    vec_t<S> odd[G] = {};
+    for (; k + 1 < K; k += 2) {
+      const S* bk = panel + k * G * N;
+      const S a0 = arow[0][k], a1 = arow[0][k + 1];
+      for (int g = 0; g < G; ++g) {
+        acc[0][g] += a0 * load<S>(bk + g * N);
+        odd[g] += a1 * load<S>(bk + (G + g) * N);
+      }
+    }
+    for (int g = 0; g < G; ++g) acc[0][g] += odd[g];
+  }
+  for (; k < K; ++k) {
     const S* bk = panel + k * G * N;
     vec_t<S> w[G];
     for (int g = 0; g < G; ++g) w[g] = load(bk + g * N);
