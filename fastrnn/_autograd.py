@@ -62,6 +62,13 @@ class RecurrentFunction(torch.autograd.Function):
         )
 
 
+def _dense(g: torch.Tensor, dtype) -> torch.Tensor:
+    """An incoming gradient in the saved tensors' dtype and dense layout."""
+    if g.dtype != dtype:
+        g = g.to(dtype)
+    return g if g.is_contiguous() else g.contiguous()
+
+
 def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy, dhT, dcT, need_whh, need_whr,
                        need_bhh):
     """Backward of one layer and direction from the incoming gradients.
@@ -75,10 +82,11 @@ def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy,
     H = w_hh.shape[0] // G
     # The incoming gradients can have any strides or dtype promotions torch chose:
     # bring them to the saved tensors' layout; the rest was built by forward.
-    dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous()
-    dhT = y.new_zeros((B, R)) if dhT is None else dhT.to(y.dtype).contiguous()
+    dt = y.dtype
+    dy = torch.zeros_like(y) if dy is None else _dense(dy, dt)
+    dhT = y.new_zeros((B, R)) if dhT is None else _dense(dhT, dt)
     if mode == "LSTM":
-        dcT = y.new_zeros((B, H)) if dcT is None else dcT.to(y.dtype).contiguous()
+        dcT = y.new_zeros((B, H)) if dcT is None else _dense(dcT, dt)
     else:
         dcT = None
     if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
@@ -92,8 +100,16 @@ def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy,
         dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
         dg = dg.reshape(T * B, G * H)
         if need_whh:
-            h0z = h0 if h0 is not None else y.new_zeros((B, R))
-            d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
+            if lengths is None and not reverse:
+                # h_prev is h0, y[0], ..., y[T-2]: the zero h0 contributes nothing
+                d_whh = dg[B:].t().mm(y[:-1].reshape((T - 1) * B, R)) if T > 1 else None
+                if h0 is not None:
+                    d_whh = dg[:B].t().mm(h0) if d_whh is None else d_whh.addmm_(dg[:B].t(), h0)
+                elif d_whh is None:
+                    d_whh = dg.new_zeros((G * H, R))
+            else:
+                h0z = h0 if h0 is not None else y.new_zeros((B, R))
+                d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
         if need_bhh:
             d_bhh = dg.sum(0)
     if w_hr is not None and need_whr:

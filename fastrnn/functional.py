@@ -147,8 +147,12 @@ def rnn(
     # Outputs of an autograd Function are stacked (keeping the graph); in inference they
     # were written in place already.
     if grad:
-        h_out = torch.stack(h_n)
-        c_out = torch.stack(c_n) if lstm else None
+        if len(h_n) == 1:  # a view keeps the graph as stack would, for less
+            h_out = h_n[0].unsqueeze(0)
+            c_out = c_n[0].unsqueeze(0) if lstm else None
+        else:
+            h_out = torch.stack(h_n)
+            c_out = torch.stack(c_n) if lstm else None
     if lstm:
         return layer_in, h_out, c_out
     return layer_in, h_out
