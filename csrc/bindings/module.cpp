@@ -27,17 +27,18 @@ S* ptr(uintptr_t p) {
 // Scratch for a call given no workspace (work == 0): a per-thread buffer kept across calls up
 // to kCachedScratch elements (no allocation per call for small layers), a fresh one above.
 // The kernel runs on the calling thread's stack of arguments, so a thread never shares it.
+// Aligned to 64 bytes like torch's allocations: packed panels then never split a vector load
+// across cache lines.
 template <typename S>
 S* scratch(int64_t n, std::vector<S>& fresh) {
   constexpr int64_t kCachedScratch = int64_t(1) << 21;
+  constexpr int64_t kPad = 64 / sizeof(S);
   static thread_local std::vector<S> cache;
   if (n < 1) n = 1;
-  if (n > kCachedScratch) {
-    fresh.resize(static_cast<size_t>(n));
-    return fresh.data();
-  }
-  if (static_cast<int64_t>(cache.size()) < n) cache.resize(static_cast<size_t>(n));
-  return cache.data();
+  std::vector<S>& buf = n > kCachedScratch ? fresh : cache;
+  if (static_cast<int64_t>(buf.size()) < n + kPad) buf.resize(static_cast<size_t>(n + kPad));
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<S*>((p + 63) & ~uintptr_t(63));
 }
 
 int64_t forward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) {
