@@ -175,17 +175,38 @@ FASTRNN_INLINE vec_t<float> vsigmoid(vec_t<float> x) { return 1.0f / (1.0f + vex
 // form loses relative accuracy only where |tanh| < 1e-3, never absolute accuracy).
 FASTRNN_INLINE vec_t<float> vtanh(vec_t<float> x) { return 2.0f / (1.0f + vexp<-2>(x)) - 1.0f; }
 
-// Double lanes use libm, exact to the last bit or two, as float64 parity (1e-10) needs.
-FASTRNN_INLINE vec_t<double> vsigmoid(vec_t<double> x) {
-  vec_t<double> r = {};
-  for (int i = 0; i < V<double>::N; ++i) r[i] = 1.0 / (1.0 + std::exp(-x[i]));
-  return r;
+// exp(s * x) for double lanes: Cephes exp's range reduction (n = round(s x / ln2) by the
+// 1.5*2^52 shifter, r = s x - n ln2 in two steps) and its Pade form 1 + 2 r P / (Q - r P) on
+// |r| <= ln2/2: about 1 ulp, as float64 parity (1e-10) needs. Clamped to [-708.3, 709]
+// (2^n stays normal); NaN propagates.
+template <int Scale = 1>
+FASTRNN_INLINE vec_t<double> vexp_d(vec_t<double> x) {
+  typedef vec_t<double> v;
+  typedef V<double>::itype vi;
+  constexpr double s = static_cast<double>(Scale);
+  v xc = x * s;
+  xc = xc > splat(709.0) ? splat(709.0) : xc;
+  xc = xc < splat(-708.3) ? splat(-708.3) : xc;
+  const v shifter = splat(6755399441055744.0);  // 1.5 * 2^52
+  const v fx = xc * 1.4426950408889634073599 + shifter;
+  const v nf = fx - shifter;
+  v r = xc - nf * 6.93145751953125E-1;
+  r = r - nf * 1.42860682030941723212E-6;
+  const v rr = r * r;
+  const v px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr + 9.99999999999999999910E-1);
+  const v qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr + 2.27265548208155028766E-1) * rr +
+               2.00000000000000000009E0;
+  v y = 1.0 + 2.0 * (px / (qx - px));
+  vi bits;
+  std::memcpy(&bits, &fx, sizeof bits);
+  bits = (bits - 0x4338000000000000LL + 1023) << 52;  // 2^n
+  v pow2;
+  std::memcpy(&pow2, &bits, sizeof pow2);
+  y = y * pow2;
+  return x != x ? x : y;
 }
-FASTRNN_INLINE vec_t<double> vtanh(vec_t<double> x) {
-  vec_t<double> r = {};
-  for (int i = 0; i < V<double>::N; ++i) r[i] = std::tanh(x[i]);
-  return r;
-}
+FASTRNN_INLINE vec_t<double> vsigmoid(vec_t<double> x) { return 1.0 / (1.0 + vexp_d<-1>(x)); }
+FASTRNN_INLINE vec_t<double> vtanh(vec_t<double> x) { return 2.0 / (1.0 + vexp_d<-2>(x)) - 1.0; }
 
 template <typename S>
 FASTRNN_INLINE vec_t<S> vrelu(vec_t<S> x) {
