@@ -48,6 +48,30 @@ inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
 
 inline bool active(const int64_t* lengths, int64_t b, int64_t t) { return lengths == nullptr || t < lengths[b]; }
 
+// Whether the lengths are non-increasing (a padded PackedSequence): the rows active at step t
+// are then the first active_rows(...) rows, and the step's GEMM skips the others.
+inline bool lengths_sorted(const int64_t* lengths, int64_t B) {
+  if (lengths == nullptr) return false;
+  for (int64_t b = 1; b < B; ++b)
+    if (lengths[b] > lengths[b - 1]) return false;
+  return true;
+}
+
+// Rows whose GEMM result is needed at step t: all B, or with sorted lengths the prefix of
+// rows with lengths[b] > t.
+inline int64_t active_rows(const int64_t* lengths, bool sorted, int64_t B, int64_t t) {
+  if (!sorted) return B;
+  int64_t lo = 0, hi = B;  // first row with lengths[b] <= t
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (lengths[mid] > t)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 inline void check_sizes(int64_t T, int64_t B, int64_t H, int64_t R, int G) {
   require(T >= 0 && B >= 0, "sizes must be non-negative");
   require(H >= 1 && R >= 1, "hidden and recurrent sizes must be positive");
@@ -111,6 +135,7 @@ struct Forward {
   const S* wp2;  // packed W_hr^T panels: [ceil(R/N)][H][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
   S* hpre_s;     // [B,H] projection input when not saved
+  bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
   Barrier* bar;
 
   // Gate epilogue for row b, units j0..j0+nu of step t.
@@ -230,17 +255,20 @@ struct Forward {
       const S* hprev = hbuf[s & 1];
       S* hnext = hbuf[(s + 1) & 1];
       S* hp_step = proj ? (a->hpre != nullptr ? a->hpre + t * B * H : hpre_s) : nullptr;
+      const int64_t nb = active_rows(a->lengths, sorted, B, t);
+      const vec zeros[G > 1 ? G : 1] = {};
       for (int64_t p = p1b; p < p1e; ++p) {
         const int64_t j0 = p * N, nu = imin(N, H - j0);
-        gemm_rows<S, MR, G>(hprev, R, B, R, wp1 + p * R * G * N, [&](int64_t b, const vec* acc) {
+        gemm_rows<S, MR, G>(hprev, R, nb, R, wp1 + p * R * G * N, [&](int64_t b, const vec* acc) {
           epilogue(t, b, j0, nu, acc, hprev, hnext, hp_step);
         });
+        for (int64_t b = nb; b < B; ++b) epilogue(t, b, j0, nu, zeros, hprev, hnext, hp_step);
       }
       if (proj) {
         bar->wait();
         for (int64_t p = p2b; p < p2e; ++p) {
           const int64_t u0 = p * N, nu = imin(N, R - u0);
-          gemm_rows<S, kMR1, 1>(hp_step, H, B, H, wp2 + p * H * N, [&](int64_t b, const vec* acc) {
+          auto out = [&](int64_t b, const vec* acc) {
             S* yr = a->y + (t * B + b) * R + u0;
             if (active(a->lengths, b, t)) {
               store_n(hnext + b * R + u0, acc[0], nu);
@@ -249,7 +277,9 @@ struct Forward {
               store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
               store_n(yr, vec{}, nu);
             }
-          });
+          };
+          gemm_rows<S, kMR1, 1>(hp_step, H, nb, H, wp2 + p * H * N, out);
+          for (int64_t b = nb; b < B; ++b) out(b, zeros);
         }
       }
       bar->wait();
@@ -275,6 +305,7 @@ void forward_cell(const ForwardArgs<S>& a) {
   f.wp1 = wp1;
   f.wp2 = nullptr;
   f.hpre_s = nullptr;
+  f.sorted = lengths_sorted(a.lengths, B);
   f.hbuf[0] = w;
   f.hbuf[1] = w + B * R;
   w += 2 * B * R;
@@ -358,6 +389,7 @@ struct Backward {
   const S* wp1;  // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
   const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]    (dh_r @ W_hr)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
+  bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
   Barrier* bar;
 
   // Cell backward for an active row b at step t, units j0..j0+nu, with dh the gradient
@@ -437,9 +469,12 @@ struct Backward {
       const bool last = s == T;  // after the loop: dh0 = carry + dG_first @ W_hh
       const int64_t t = a->reverse ? s : T - 1 - s;
       S* dgh_cur = C == Cell::GRU ? dgh[s & 1] : nullptr;
+      // Rows of dG_prev that can be non-zero: those active at the previously visited step.
+      const int64_t nb_prev = s == 0 ? 0 : active_rows(a->lengths, sorted, B, a->reverse ? s - 1 : T - s);
+      const vec zeros[kGW] = {};
       // Phase A: dh (R wide) = dG_prev @ W_hh + carry (+ dy), per panel of R units.
       for (int64_t p = p1b; p < p1e; ++p) {
-        gemm_rows<S, kMRB, kGW>(prev_dg, GH, B, GH, wp1 + p * GH * kGW * N, [&](int64_t b, const vec* accs) {
+        auto epi = [&](int64_t b, const vec* accs) {
           for (int gw = 0; gw < kGW; ++gw) {
             const int64_t u0 = (p * kGW + gw) * N;
             if (u0 >= R) break;
@@ -463,7 +498,9 @@ struct Backward {
             else
               cell_backward(t, b, u0, nu, dh, dgh_cur);
           }
-        });
+        };
+        gemm_rows<S, kMRB, kGW>(prev_dg, GH, nb_prev, GH, wp1 + p * GH * kGW * N, epi);
+        for (int64_t b = nb_prev; b < B; ++b) epi(b, zeros);
       }
       if (last) break;
       if (proj) {
@@ -472,12 +509,14 @@ struct Backward {
         const S* dhr = a->dhid + t * B * R;
         for (int64_t p = p2b; p < p2e; ++p) {
           const int64_t j0 = p * N, nu = imin(N, H - j0);
-          gemm_rows<S, kMR1, 1>(dhr, R, B, R, wp2 + p * R * N, [&](int64_t b, const vec* acc) {
+          const int64_t nb = active_rows(a->lengths, sorted, B, t);
+          gemm_rows<S, kMR1, 1>(dhr, R, nb, R, wp2 + p * R * N, [&](int64_t b, const vec* acc) {
             if (active(a->lengths, b, t))
               cell_backward(t, b, j0, nu, acc[0], nullptr);
             else
               zero_step(t, b, j0, nu, nullptr);
           });
+          for (int64_t b = nb; b < B; ++b) zero_step(t, b, j0, nu, nullptr);
         }
       }
       bar->wait();
@@ -505,6 +544,7 @@ void backward_cell(const BackwardArgs<S>& a) {
     w += ceil_div(H, N) * N * R;
   }
   f.dgh[0] = f.dgh[1] = nullptr;
+  f.sorted = lengths_sorted(a.lengths, B);
   if (C == Cell::GRU) {
     f.dgh[0] = w;
     f.dgh[1] = w + B * G * H;
