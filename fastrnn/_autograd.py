@@ -83,6 +83,7 @@ def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy,
     # The incoming gradients can have any strides or dtype promotions torch chose:
     # bring them to the saved tensors' layout; the rest was built by forward.
     dt = y.dtype
+    owned = dy is None or dy.dtype != dt or not dy.is_contiguous()  # a buffer made here
     dy = torch.zeros_like(y) if dy is None else _dense(dy, dt)
     dhT = y.new_zeros((B, R)) if dhT is None else _dense(dhT, dt)
     if mode == "LSTM":
@@ -91,27 +92,39 @@ def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy,
         dcT = None
     if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
         raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
+    rnn = mode == "RNN_TANH" or mode == "RNN_RELU"
     dxp, dhid, dh0, dc0 = _backend.backward(
-        mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False
+        mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False,
+        dxp=dy if (rnn and owned) else None,  # RNN: dxp overwrites our own copy of dy in place
     )
     d_whh = d_whr = d_bhh = None
     if need_whh or need_bhh:
-        # gradient of the recurrent pre-activations h W_hh^T + b_hh
-        dg = torch.cat([dxp[..., : 2 * H], dhid], -1) if mode == "GRU" else dxp
-        dg = dg.reshape(T * B, G * H)
+        # gradient of the recurrent pre-activations h W_hh^T + b_hh: dxp, except GRU's n part
+        # (dhid). GRU's two pieces go into slices of the result, not through a concatenated copy.
+        dxp2 = dxp.view(T * B, G * H)
+        parts = [(dxp2[:, : 2 * H], slice(0, 2 * H)), (dhid.view(T * B, H), slice(2 * H, 3 * H))] \
+            if mode == "GRU" else [(dxp2, slice(0, G * H))]
         if need_whh:
+            d_whh = y.new_empty((G * H, R))
             if lengths is None and not reverse:
                 # h_prev is h0, y[0], ..., y[T-2]: the zero h0 contributes nothing
-                d_whh = dg[B:].t().mm(y[:-1].reshape((T - 1) * B, R)) if T > 1 else None
-                if h0 is not None:
-                    d_whh = dg[:B].t().mm(h0) if d_whh is None else d_whh.addmm_(dg[:B].t(), h0)
-                elif d_whh is None:
-                    d_whh = dg.new_zeros((G * H, R))
+                for dg, rows in parts:
+                    out = d_whh[rows]
+                    if T > 1:
+                        torch.mm(dg[B:].t(), y[:-1].reshape((T - 1) * B, R), out=out)
+                        if h0 is not None:
+                            out.addmm_(dg[:B].t(), h0)
+                    elif h0 is not None:
+                        torch.mm(dg[:B].t(), h0, out=out)
+                    else:
+                        out.zero_()
             else:
                 h0z = h0 if h0 is not None else y.new_zeros((B, R))
-                d_whh = dg.t().mm(h_prev(y, h0z, lengths, reverse).reshape(T * B, R))
+                hp = h_prev(y, h0z, lengths, reverse).reshape(T * B, R)
+                for dg, rows in parts:
+                    torch.mm(dg.t(), hp, out=d_whh[rows])
         if need_bhh:
-            d_bhh = dg.sum(0)
+            d_bhh = parts[0][0].sum(0) if len(parts) == 1 else torch.cat([dg.sum(0) for dg, _ in parts])
     if w_hr is not None and need_whr:
         d_whr = dhid.reshape(T * B, R).t().mm(hpre.reshape(T * B, H))
     return dxp, d_whh, d_whr, d_bhh, dh0, dc0

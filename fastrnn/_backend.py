@@ -193,8 +193,12 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
     return y, hT, cT, (gates, cs, hpre)
 
 
-def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT, dcT, validate: bool = True):
+def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT, dcT, validate: bool = True,
+             dxp=None):
     """Backward time loop of one layer and direction.
+
+    ``dxp``: optional output tensor; for RNN it may be ``dy`` itself (each element of dy is
+    read before the same element of dxp is written), which saves a [T,B,H] buffer.
 
     Returns (dxp [T,B,G*H], dhid, dh0 [B,R], dc0 [B,H] or None) where dhid is GRU's
     gradient of the recurrent n part [T,B,H], LSTM-with-projection's gradient of the
@@ -223,7 +227,8 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
         _check(dcT, "dcT", (B, H), dt, dev)
         _check_lengths(lengths, B, T, dev)
     lstm = mode == "LSTM"
-    dxp = y.new_empty((T, B, G * H))
+    if dxp is None:
+        dxp = y.new_empty((T, B, G * H))
     dhid = None
     if mode == "GRU":
         dhid = y.new_empty((T, B, H))

@@ -211,3 +211,20 @@ def test_larger_shape_threads():
         ref, fast = make_pair(mode, 16, 96, num_layers=1)
         x = torch.randn(6, 48, 16, requires_grad=True)
         run_and_compare(ref, fast, x, None, [x], torch.float32)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bidir", [False, True])
+def test_expanded_output_gradient(mode, bidir):
+    """out.sum() hands backward a stride-0 gradient: fastrnn copies it, and for RNN computes
+    the input gradients in place over that copy. Same gradients as torch."""
+    torch.manual_seed(3)
+    ref, fast = make_pair(mode, 5, 7, num_layers=2, bidirectional=bidir)
+    x = torch.randn(9, 4, 5, requires_grad=True)
+    xf = x.detach().clone().requires_grad_(True)
+    for layer, inp in ((ref, x), (fast, xf)):
+        out, h = layer(inp)
+        (out.sum() + (h[0] if isinstance(h, tuple) else h).sum()).backward()
+    assert_close(xf.grad, x.grad, torch.float32, "input grad")
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        assert_close(q.grad, p.grad, torch.float32, name)

@@ -31,7 +31,7 @@ S* ptr(uintptr_t p) {
 // across cache lines.
 template <typename S>
 S* scratch(int64_t n, std::vector<S>& fresh) {
-  constexpr int64_t kCachedScratch = int64_t(1) << 21;
+  constexpr int64_t kCachedScratch = int64_t(1) << 18;  // 1 MiB of float kept per thread
   constexpr int64_t kPad = 64 / sizeof(S);
   static thread_local std::vector<S> cache;
   if (n < 1) n = 1;
