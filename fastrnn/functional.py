@@ -21,14 +21,16 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
     return 2 + (2 if bias else 0) + (1 if proj else 0)
 
 
-# Widest input whose projection the native loop computes itself (its register-tiled GEMM
-# keeps up with torch's there; torch's addmm is faster on wide inputs: measured at I = 512).
-FUSE_MAX_INPUT = 256
+# Largest input projection (multiply-adds, T*B*I*G*H) that the native loop computes itself:
+# there the saved addmm call and its autograd node (tens of microseconds) outweigh the
+# projection; above it torch's addmm (MKL) is the faster GEMM (measured: RNN
+# (200,1,128,128) 544 us fused vs 414 us with addmm; LSTM (15,5,1,20) 52 vs 66 us).
+FUSE_MAX_MACS = 1 << 18
 
 
 def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None):
-    """One layer, one direction: the native loop, with the input projection fused into it on
-    the CPU, else (CUDA, torch.compile tracing) torch's addmm before it.
+    """One layer, one direction: the native loop, with the input projection fused into it for
+    small layers on the CPU, else torch's addmm before it.
 
     h0/c0: [B,R]/[B,H] or None (zeros). hT/cT: optional output tensors (inference only).
     """
@@ -42,7 +44,8 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
     if c0 is not None:
         c0 = c0.contiguous()
     compiling = torch.compiler.is_compiling()
-    if x.device.type == "cpu" and 0 < x.shape[2] <= FUSE_MAX_INPUT and not compiling:
+    T, B, I = x.shape
+    if x.device.type == "cpu" and 0 < I and T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS and not compiling:
         if x.stride(2) != 1:
             x = x.contiguous()
         w_ih = w_ih.contiguous()
@@ -59,7 +62,6 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
         y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False,
                                               hT, cT)
         return y, hT, cT
-    T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     xp = torch.addmm(b_ih, x2, w_ih.t()) if bias else x2.mm(w_ih.t())
     xp = xp.view(T, B, w_ih.shape[0])
