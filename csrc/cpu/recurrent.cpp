@@ -26,6 +26,11 @@ struct CellTraits {
   // pipes idle on the 4-cycle latency.
   static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 3) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 16 : 8);
 };
+// RNN's recurrent GEMM (one gate): tiles of kRnnMR rows x kRnnGW blocks of N units, the
+// 3 x 4 shape of the LSTM tile (8 rows x 1 block needs a broadcast per FMA).
+constexpr int kRnnGW = 4;
+constexpr int kRnnMR = kVecBytes == 64 ? 6 : 3;
+inline int64_t unit_group(Cell cell) { return cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? kRnnGW : 1; }
 // Rows per tile for the single-group GEMMs (LSTM projection, backward dh_r @ W_hr).
 constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
 // Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
@@ -92,7 +97,8 @@ int64_t forward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
   constexpr int N = V<S>::N;
   const int64_t G = cell_gates(cell);
   const bool proj = cell == Cell::LSTM && R != H;
-  int64_t n = ceil_div(H, N) * N * G * R + 2 * B * R;
+  const int64_t gw = unit_group(cell);
+  int64_t n = ceil_div(H, gw * N) * gw * N * G * R + 2 * B * R;
   if (proj) n += ceil_div(R, N) * N * H + B * H;
   return n;
 }
@@ -125,13 +131,16 @@ struct Forward {
   static constexpr int G = CellTraits<C>::G;
   static constexpr int MR = CellTraits<C>::MR;
   static constexpr int N = V<S>::N;
+  // recurrent tile: MRR rows x GW blocks of N units (x G gates)
+  static constexpr int GW = G == 1 ? kRnnGW : 1;
+  static constexpr int MRR = G == 1 ? kRnnMR : MR;
   typedef vec_t<S> vec;
 
   const ForwardArgs<S>* a;
   const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x
   S* xpw;        // where the fused projection writes xp (null: a->xp given)
   const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection)
-  const S* wp1;  // packed W_hh^T panels: [ceil(H/N)][R][G][N]
+  const S* wp1;  // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
   const S* wp2;  // packed W_hr^T panels: [ceil(R/N)][H][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
   S* hpre_s;     // [B,H] projection input when not saved
@@ -218,9 +227,11 @@ struct Forward {
     const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
     const bool proj = a->w_hr != nullptr;
     int64_t p1b, p1e, p2b, p2e;
-    split(ceil_div(H, N), tid, nt, &p1b, &p1e);
+    split(ceil_div(H, GW * N), tid, nt, &p1b, &p1e);  // groups of GW panels
     split(ceil_div(R, N), tid, nt, &p2b, &p2e);
     if (xpw != nullptr) {
+      // this thread's projection panels: those of its unit groups
+      const int64_t pb = p1b * GW, pe = imin(p1e * GW, ceil_div(H, N));
       // Fused input projection of this thread's panels for every step: the epilogues of the
       // same panels are its only readers, so no barrier is needed before the time loop.
       // Rows go in blocks (all of this thread's panels per block), so that a block of x
@@ -240,14 +251,14 @@ struct Forward {
       if (st == B * sb) {  // time-major rows evenly spaced: one matrix of T*B rows
         for (int64_t r0 = 0; r0 < T * B; r0 += rblk) {
           const int64_t rows = imin(rblk, T * B - r0);
-          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + r0 * sb, sb, rows, xpw + r0 * G * H, G * H);
+          for (int64_t p = pb; p < pe; ++p) project(p, a->x + r0 * sb, sb, rows, xpw + r0 * G * H, G * H);
         }
       } else if (T <= B) {
         for (int64_t t = 0; t < T; ++t)
-          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + t * st, sb, B, xpw + t * B * G * H, G * H);
+          for (int64_t p = pb; p < pe; ++p) project(p, a->x + t * st, sb, B, xpw + t * B * G * H, G * H);
       } else {  // e.g. batch_first: the T rows of one sequence
         for (int64_t b = 0; b < B; ++b)
-          for (int64_t p = p1b; p < p1e; ++p) project(p, a->x + b * sb, st, T, xpw + b * G * H, B * G * H);
+          for (int64_t p = pb; p < pe; ++p) project(p, a->x + b * sb, st, T, xpw + b * G * H, B * G * H);
       }
     }
     for (int64_t s = 0; s < T; ++s) {
@@ -256,13 +267,17 @@ struct Forward {
       S* hnext = hbuf[(s + 1) & 1];
       S* hp_step = proj ? (a->hpre != nullptr ? a->hpre + t * B * H : hpre_s) : nullptr;
       const int64_t nb = active_rows(a->lengths, sorted, B, t);
-      const vec zeros[G > 1 ? G : 1] = {};
-      for (int64_t p = p1b; p < p1e; ++p) {
-        const int64_t j0 = p * N, nu = imin(N, H - j0);
-        gemm_rows<S, MR, G>(hprev, R, nb, R, wp1 + p * R * G * N, [&](int64_t b, const vec* acc) {
-          epilogue(t, b, j0, nu, acc, hprev, hnext, hp_step);
-        });
-        for (int64_t b = nb; b < B; ++b) epilogue(t, b, j0, nu, zeros, hprev, hnext, hp_step);
+      const vec zeros[G * GW] = {};
+      for (int64_t q = p1b; q < p1e; ++q) {
+        auto epi = [&](int64_t b, const vec* acc) {
+          for (int gw = 0; gw < GW; ++gw) {
+            const int64_t j0 = (q * GW + gw) * N;
+            if (j0 >= H) break;
+            epilogue(t, b, j0, imin(N, H - j0), acc + gw * G, hprev, hnext, hp_step);
+          }
+        };
+        gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi);
+        for (int64_t b = nb; b < B; ++b) epi(b, zeros);
       }
       if (proj) {
         bar->wait();
@@ -300,8 +315,13 @@ void forward_cell(const ForwardArgs<S>& a) {
   f.xpw = nullptr;
   f.wpi = nullptr;
   S* wp1 = w;
-  w += ceil_div(H, N) * N * G * R;
-  if (!a.prepacked) pack_rows(a.w_hh, G, H, R, wp1);
+  w += ceil_div(H, F::GW * N) * F::GW * N * G * R;
+  if (!a.prepacked) {
+    if (F::GW > 1)
+      pack_rows_grouped<S, F::GW>(a.w_hh, H, R, wp1);
+    else
+      pack_rows(a.w_hh, G, H, R, wp1);
+  }
   f.wp1 = wp1;
   f.wp2 = nullptr;
   f.hpre_s = nullptr;
@@ -335,7 +355,7 @@ void forward_cell(const ForwardArgs<S>& a) {
     else
       std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
   }
-  const int nt = threads_for(a.num_threads, ceil_div(H, N), 2 * B * G * H * R);
+  const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * R);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(

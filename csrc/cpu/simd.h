@@ -235,6 +235,23 @@ inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) 
       }
 }
 
+// out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[((q*GW + g)*N + u)*K + k]
+// (W: [N_cols, K], x @ W^T): GW consecutive blocks of N output columns side by side.
+template <typename S, int GW>
+inline void pack_rows_grouped(const S* W, int64_t n_cols, int64_t K, S* out) {
+  constexpr int N = V<S>::N;
+  const int64_t np = ceil_div(n_cols, GW * N);
+  for (int64_t q = 0; q < np; ++q)
+    for (int64_t k = 0; k < K; ++k)
+      for (int g = 0; g < GW; ++g) {
+        S* dst = out + ((q * K + k) * GW + g) * N;
+        for (int u = 0; u < N; ++u) {
+          const int64_t col = (q * GW + g) * N + u;
+          dst[u] = col < n_cols ? W[col * K + k] : S(0);
+        }
+      }
+}
+
 // out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[k*N_cols + (q*GW + g)*N + u]
 // (W: [K, N_cols], x @ W): GW consecutive blocks of N columns side by side, so that one
 // micro-kernel tile covers GW*N columns (GW = 1: plain panels of N columns).
