@@ -26,13 +26,14 @@ struct CellTraits {
   // pipes idle on the 4-cycle latency.
   static constexpr int MR = G == 4 ? (kVecBytes == 64 ? 4 : 3) : G == 3 ? (kVecBytes == 64 ? 5 : 3) : (kVecBytes == 64 ? 16 : 8);
 };
-// RNN's recurrent GEMM (one gate): tiles of kRnnMR rows x kRnnGW blocks of N units, the
-// 3 x 4 shape of the LSTM tile (8 rows x 1 block needs a broadcast per FMA).
+// Rows per tile for the backward dh_r @ W_hr (LSTM projection).
+constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
+// Single-gate GEMMs (RNN's recurrence, the LSTM projection): tiles of
+// kRnnMR rows x kRnnGW blocks of N units, the 3 x 4 shape of the LSTM tile (8 rows x 1 block
+// needs a broadcast per FMA).
 constexpr int kRnnGW = 4;
 constexpr int kRnnMR = kVecBytes == 64 ? 6 : 3;
 inline int64_t unit_group(Cell cell) { return cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? kRnnGW : 1; }
-// Rows per tile for the single-group GEMMs (LSTM projection, backward dh_r @ W_hr).
-constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
 // Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
 constexpr int kMRB = kVecBytes == 64 ? 8 : 4;
 constexpr int kGW = 2;
@@ -99,7 +100,7 @@ int64_t forward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
   const bool proj = cell == Cell::LSTM && R != H;
   const int64_t gw = unit_group(cell);
   int64_t n = ceil_div(H, gw * N) * gw * N * G * R + 2 * B * R;
-  if (proj) n += ceil_div(R, N) * N * H + B * H;
+  if (proj) n += ceil_div(R, kRnnGW * N) * kRnnGW * N * H + B * H;
   return n;
 }
 
@@ -141,7 +142,7 @@ struct Forward {
   S* xpw;        // where the fused projection writes xp (null: a->xp given)
   const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection)
   const S* wp1;  // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
-  const S* wp2;  // packed W_hr^T panels: [ceil(R/N)][H][N] (projection)
+  const S* wp2;  // packed W_hr^T panels: [ceil(R/(kRnnGW*N))][H][kRnnGW][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
   S* hpre_s;     // [B,H] projection input when not saved
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
@@ -228,7 +229,7 @@ struct Forward {
     const bool proj = a->w_hr != nullptr;
     int64_t p1b, p1e, p2b, p2e;
     split(ceil_div(H, GW * N), tid, nt, &p1b, &p1e);  // groups of GW panels
-    split(ceil_div(R, N), tid, nt, &p2b, &p2e);
+    split(ceil_div(R, kRnnGW * N), tid, nt, &p2b, &p2e);
     if (xpw != nullptr) {
       // this thread's projection panels: those of its unit groups
       const int64_t pb = p1b * GW, pe = imin(p1e * GW, ceil_div(H, N));
@@ -281,20 +282,27 @@ struct Forward {
       }
       if (proj) {
         bar->wait();
-        for (int64_t p = p2b; p < p2e; ++p) {
-          const int64_t u0 = p * N, nu = imin(N, R - u0);
+        // the same tile shape as RNN's: kRnnMR rows x kRnnGW blocks of N projected units
+        const vec pzeros[kRnnGW] = {};
+        for (int64_t q = p2b; q < p2e; ++q) {
           auto out = [&](int64_t b, const vec* acc) {
-            S* yr = a->y + (t * B + b) * R + u0;
-            if (active(a->lengths, b, t)) {
-              store_n(hnext + b * R + u0, acc[0], nu);
-              store_n(yr, acc[0], nu);
-            } else {
-              store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
-              store_n(yr, vec{}, nu);
+            const bool on = active(a->lengths, b, t);
+            for (int gw = 0; gw < kRnnGW; ++gw) {
+              const int64_t u0 = (q * kRnnGW + gw) * N;
+              if (u0 >= R) break;
+              const int64_t nu = imin(N, R - u0);
+              S* yr = a->y + (t * B + b) * R + u0;
+              if (on) {
+                store_n(hnext + b * R + u0, acc[gw], nu);
+                store_n(yr, acc[gw], nu);
+              } else {
+                store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
+                store_n(yr, vec{}, nu);
+              }
             }
           };
-          gemm_rows<S, kMR1, 1>(hp_step, H, nb, H, wp2 + p * H * N, out);
-          for (int64_t b = nb; b < B; ++b) out(b, zeros);
+          gemm_rows<S, kRnnMR, kRnnGW>(hp_step, H, nb, H, wp2 + q * H * kRnnGW * N, out);
+          for (int64_t b = nb; b < B; ++b) out(b, pzeros);
         }
       }
       bar->wait();
@@ -331,8 +339,8 @@ void forward_cell(const ForwardArgs<S>& a) {
   w += 2 * B * R;
   if (proj) {
     S* wp2 = w;
-    w += ceil_div(R, N) * N * H;
-    if (!a.prepacked) pack_rows(a.w_hr, 1, R, H, wp2);
+    w += ceil_div(R, kRnnGW * N) * kRnnGW * N * H;
+    if (!a.prepacked) pack_rows_grouped<S, kRnnGW>(a.w_hr, R, H, wp2);
     f.wp2 = wp2;
     f.hpre_s = w;
     w += B * H;
@@ -407,7 +415,7 @@ struct Backward {
 
   const BackwardArgs<S>* a;
   const S* wp1;  // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
-  const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]    (dh_r @ W_hr)
+  const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]  (dh_r @ W_hr)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
   Barrier* bar;
@@ -527,9 +535,10 @@ struct Backward {
         bar->wait();
         // Phase B: dh_pre (H wide) = dh_r @ W_hr, then the LSTM cell backward.
         const S* dhr = a->dhid + t * B * R;
+        // (tiles of kMR1 rows x 1 block: measured faster here than the 3 x 4 tile)
+        const int64_t nb = active_rows(a->lengths, sorted, B, t);
         for (int64_t p = p2b; p < p2e; ++p) {
           const int64_t j0 = p * N, nu = imin(N, H - j0);
-          const int64_t nb = active_rows(a->lengths, sorted, B, t);
           gemm_rows<S, kMR1, 1>(dhr, R, nb, R, wp2 + p * R * N, [&](int64_t b, const vec* acc) {
             if (active(a->lengths, b, t))
               cell_backward(t, b, j0, nu, acc[0], nullptr);
