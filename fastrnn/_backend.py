@@ -49,6 +49,13 @@ def supports(dtype: torch.dtype, device: torch.device) -> bool:
     return device.type == "cuda" and CUDA_COMPILED and dtype in CUDA_DTYPES
 
 
+def supports_tensor(t: torch.Tensor) -> bool:
+    """``supports`` for a tensor's dtype and device (no device object built on the CPU)."""
+    if t.is_cpu:
+        return t.dtype in DTYPES
+    return supports(t.dtype, t.device)
+
+
 def unsupported_reason(dtype: torch.dtype, device: torch.device) -> str:
     if _C is None:
         return f"the compiled extension failed to load ({_IMPORT_ERROR})"
@@ -175,20 +182,27 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
     y = new((T, B, R))
     if hT is None:
         hT = new((B, R))
-    if cT is None and mode == "LSTM":
+    lstm = mode == "LSTM"
+    if cT is None and lstm:
         cT = new((B, H))
     gates = cs = hpre = None
     if training:
-        if mode == "LSTM" or mode == "GRU":
+        if lstm or mode == "GRU":
             gates = new((T, B, GH))
             cs = new((T, B, H))
         if w_hr is not None:
             hpre = new((T, B, H))
     st, sb, _ = x.stride()
+    # (pointers inline: at tutorial sizes this call's Python is a tenth of the layer's time)
     _C.forward(
-        DTYPES[x.dtype], CELLS[mode], T, B, H, R, reverse, 0, w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0),
-        _ptr(c0), _ptr(lengths), y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), 0, 0,
-        torch.get_num_threads(), False, x.data_ptr(), w_ih.data_ptr(), _ptr(b_ih), I, st, sb,
+        DTYPES[x.dtype], CELLS[mode], T, B, H, R, reverse, 0, w_hh.data_ptr(),
+        0 if w_hr is None else w_hr.data_ptr(), 0 if b_hh is None else b_hh.data_ptr(),
+        0 if h0 is None else h0.data_ptr(), 0 if c0 is None else c0.data_ptr(),
+        0 if lengths is None else lengths.data_ptr(), y.data_ptr(), hT.data_ptr(),
+        0 if cT is None else cT.data_ptr(), 0 if gates is None else gates.data_ptr(),
+        0 if cs is None else cs.data_ptr(), 0 if hpre is None else hpre.data_ptr(), 0, 0,
+        torch.get_num_threads(), False, x.data_ptr(), w_ih.data_ptr(), 0 if b_ih is None else b_ih.data_ptr(),
+        I, st, sb,
     )
     return y, hT, cT, (gates, cs, hpre)
 

@@ -45,7 +45,7 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
         c0 = c0.contiguous()
     compiling = torch.compiler.is_compiling()
     T, B, I = x.shape
-    if x.device.type == "cpu" and 0 < I and T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS and not compiling:
+    if x.is_cpu and 0 < I and T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS and not compiling:
         if x.stride(2) != 1:
             x = x.contiguous()
         w_ih = w_ih.contiguous()
@@ -164,7 +164,8 @@ _SHAPES: dict = {}
 
 
 def _expected_shapes(mode, I, H, R, num_layers, D, bias, proj):
-    """torch.Size of every weight, in torch's flat order (cached per configuration)."""
+    """torch.Size of every weight, in torch's flat order (cached per configuration; a list, to
+    compare with a list of shapes in one step)."""
     key = (mode, I, H, R, num_layers, D, bias, proj)
     want = _SHAPES.get(key)
     if want is None:
@@ -174,7 +175,7 @@ def _expected_shapes(mode, I, H, R, num_layers, D, bias, proj):
             in_size = I if layer == 0 else D * R
             for _ in range(D):
                 want += [(GH, in_size), (GH, R)] + ([(GH,), (GH,)] if bias else []) + ([(R, H)] if proj else [])
-        want = tuple(torch.Size(w) for w in want)
+        want = [torch.Size(w) for w in want]
         if len(_SHAPES) < 1024:
             _SHAPES[key] = want
     return want
@@ -191,11 +192,15 @@ def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, pe
     if H <= 0:
         raise ValueError(f"weight_hh must be a [{G}*hidden_size, hidden_size] matrix, got {tuple(weights[1].shape)}")
     want = _expected_shapes(mode, input.shape[-1], H, R, num_layers, D, bias, proj_size > 0)
-    for i, (t, shape) in enumerate(zip(weights, want)):
-        if t.shape != shape:
-            raise ValueError(f"weight of layer {i // (per * D)} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-        if t.dtype != dt or t.device != dev:
-            raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
+    # One pass of cheap comparisons (every call); the loop below only names the culprit.
+    cpu = input.is_cpu
+    if [t.shape for t in weights] != want or any(
+            t.dtype != dt or (not t.is_cpu if cpu else t.device != dev) for t in weights):
+        for i, (t, shape) in enumerate(zip(weights, want)):
+            if t.shape != shape:
+                raise ValueError(f"weight of layer {i // (per * D)} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+            if t.dtype != dt or t.device != dev:
+                raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
     if checked:
         return
     if input.dim() != 3:

@@ -63,7 +63,7 @@ class _FastRNNBase(nn.RNNBase):
 
     def forward(self, input, hx=None):
         data = input.data if isinstance(input, PackedSequence) else input
-        if isinstance(data, torch.Tensor) and not _backend.supports(data.dtype, data.device):
+        if isinstance(data, torch.Tensor) and not _backend.supports_tensor(data):
             _warn_fallback(type(self).__name__, _backend.unsupported_reason(data.dtype, data.device))
             return _TORCH_CLASS[self.mode].forward(self, input, hx)
         weights = self._weights()

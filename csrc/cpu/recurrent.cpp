@@ -34,6 +34,12 @@ constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
 constexpr int kRnnGW = 4;
 constexpr int kRnnMR = kVecBytes == 64 ? 6 : 3;
 inline int64_t unit_group(Cell cell) { return cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? kRnnGW : 1; }
+// Inputs at most this wide (time series of a few features) are projected inside the gate
+// epilogue, I broadcasts and G*I FMAs per row and panel, instead of a K=I GEMM into a
+// [T,B,G*H] buffer that the epilogue reads back (at I=1 that GEMM cost 17 % of a GRU
+// step's instructions at B=5, H=20).
+constexpr int64_t kInlineI = 4;
+inline bool inline_projection(int64_t I) { return I <= kInlineI; }
 // Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
 constexpr int kMRB = kVecBytes == 64 ? 8 : 4;
 constexpr int kGW = 2;
@@ -109,7 +115,7 @@ int64_t projection_workspace(Cell cell, int64_t T, int64_t B, int64_t H, int64_t
   constexpr int N = V<S>::N;
   const int64_t G = cell_gates(cell);
   int64_t n = ceil_div(H, N) * N * G * I;
-  if (!gates_saved) n += T * B * G * H;
+  if (!gates_saved && !inline_projection(I)) n += T * B * G * H;
   return n;
 }
 
@@ -138,8 +144,9 @@ struct Forward {
   typedef vec_t<S> vec;
 
   const ForwardArgs<S>* a;
-  const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x
-  S* xpw;        // where the fused projection writes xp (null: a->xp given)
+  const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x (null:
+                 // projected in the epilogue, inline_projection)
+  S* xpw;        // where the fused projection writes xp (null: a->xp given, or inline)
   const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection)
   const S* wp1;  // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
   const S* wp2;  // packed W_hr^T panels: [ceil(R/(kRnnGW*N))][H][kRnnGW][N] (projection)
@@ -149,7 +156,7 @@ struct Forward {
   Barrier* bar;
 
   // Gate epilogue for row b, units j0..j0+nu of step t.
-  inline void epilogue(int64_t t, int64_t b, int64_t j0, int64_t nu, const vec* acc, const S* hprev, S* hnext,
+  FASTRNN_INLINE void epilogue(int64_t t, int64_t b, int64_t j0, int64_t nu, const vec* acc, const S* hprev, S* hnext,
                        S* hp_step) const {
     const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
     (void)T;
@@ -171,17 +178,29 @@ struct Forward {
       }
       return;
     }
-    const S* xr = xp + row * G * H + j0;
+    // x W_ih^T + b_ih of these units: read back, or (narrow inputs) computed here
+    vec xin[G];
+    if (xp != nullptr) {
+      for (int g = 0; g < G; ++g) xin[g] = load_n(xp + row * G * H + g * H + j0, nu);
+    } else {
+      const S* xrow = a->x + t * a->x_st + b * a->x_sb;
+      const S* wpanel = wpi + (j0 / N) * a->I * G * N;  // [I][G][N], zero past H
+      for (int g = 0; g < G; ++g) xin[g] = a->b_ih != nullptr ? load_n(a->b_ih + g * H + j0, nu) : vec{};
+      for (int64_t i = 0; i < a->I; ++i) {
+        const S xi = xrow[i];
+        for (int g = 0; g < G; ++g) xin[g] += xi * load<S>(wpanel + (i * G + g) * N);
+      }
+    }
     vec pre[G];
     for (int g = 0; g < G; ++g) {
       pre[g] = acc[g];
       if (a->b_hh != nullptr) pre[g] += load_n(a->b_hh + g * H + j0, nu);
     }
     if (C == Cell::LSTM) {
-      const vec i = vsigmoid(load_n(xr, nu) + pre[0]);
-      const vec f = vsigmoid(load_n(xr + H, nu) + pre[1]);
-      const vec g = vtanh(load_n(xr + 2 * H, nu) + pre[2]);
-      const vec o = vsigmoid(load_n(xr + 3 * H, nu) + pre[3]);
+      const vec i = vsigmoid(xin[0] + pre[0]);
+      const vec f = vsigmoid(xin[1] + pre[1]);
+      const vec g = vtanh(xin[2] + pre[2]);
+      const vec o = vsigmoid(xin[3] + pre[3]);
       S* cptr = a->cT + b * H + j0;
       const vec c = f * load_n(cptr, nu) + i * g;
       const vec h = o * vtanh(c);
@@ -201,10 +220,10 @@ struct Forward {
         store_n(a->y + row * R + j0, h, nu);
       }
     } else if (C == Cell::GRU) {
-      const vec r = vsigmoid(load_n(xr, nu) + pre[0]);
-      const vec z = vsigmoid(load_n(xr + H, nu) + pre[1]);
+      const vec r = vsigmoid(xin[0] + pre[0]);
+      const vec z = vsigmoid(xin[1] + pre[1]);
       const vec hn = pre[2];
-      const vec n = vtanh(load_n(xr + 2 * H, nu) + r * hn);
+      const vec n = vtanh(xin[2] + r * hn);
       const vec hp = load_n(hprev + b * R + j0, nu);
       const vec h = n + z * (hp - n);
       if (a->gates != nullptr) {
@@ -217,7 +236,7 @@ struct Forward {
       store_n(hnext + b * R + j0, h, nu);
       store_n(a->y + row * R + j0, h, nu);
     } else {
-      const vec v = load_n(xr, nu) + pre[0];
+      const vec v = xin[0] + pre[0];
       const vec h = C == Cell::RNN_TANH ? vtanh(v) : vrelu<S>(v);
       store_n(hnext + b * R + j0, h, nu);
       store_n(a->y + row * R + j0, h, nu);
@@ -350,8 +369,10 @@ void forward_cell(const ForwardArgs<S>& a) {
     w += ceil_div(H, N) * N * G * a.I;
     pack_rows(a.w_ih, G, H, a.I, wpi);
     f.wpi = wpi;
-    f.xpw = a.gates != nullptr ? a.gates : w;
-    f.xp = f.xpw;
+    if (!inline_projection(a.I)) {
+      f.xpw = a.gates != nullptr ? a.gates : w;
+      f.xp = f.xpw;
+    }
   }
   if (a.h0 != nullptr)
     std::memcpy(f.hbuf[0], a.h0, sizeof(S) * B * R);

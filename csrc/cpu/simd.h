@@ -143,13 +143,15 @@ FASTRNN_INLINE vec_t<float> vmax(vec_t<float> a, vec_t<float> b) {
 // n = round(s x / ln2) by the 1.5*2^23 shifter (n then sits in the low mantissa bits, so
 // 2^n is one integer add and shift), r = s x - n ln2 in two FMAs (Cody-Waite), and Cephes
 // expf's degree-6 polynomial on |r| <= ln2/2: about 1 ulp. The argument is clamped to
-// [-87.3, 88.3] (2^n stays a normal float); NaN propagates.
+// [-87.3, 88.3] (2^n stays a normal float). NaN propagates without a final select: min/max
+// return their second operand when either is NaN (x86 and the portable forms alike), so a
+// NaN argument survives the clamp and makes the polynomial, hence the product, NaN.
 template <int Scale = 1>
 FASTRNN_INLINE vec_t<float> vexp(vec_t<float> x) {
   typedef vec_t<float> v;
   typedef V<float>::itype vi;
   constexpr float s = static_cast<float>(Scale);
-  const v xc = vmax(vmin(x * s, splat(88.3f)), splat(-87.3f));
+  const v xc = vmax(splat(-87.3f), vmin(splat(88.3f), x * s));
   const v shifter = splat(12582912.0f);  // 1.5 * 2^23
   const v fx = xc * 1.44269504088896341f + shifter;
   const v nf = fx - shifter;
@@ -163,8 +165,7 @@ FASTRNN_INLINE vec_t<float> vexp(vec_t<float> x) {
   bits = (bits - 0x4B400000 + 127) << 23;  // 2^n
   v pow2;
   std::memcpy(&pow2, &bits, sizeof pow2);
-  y = y * pow2;
-  return x != x ? x : y;
+  return y * pow2;
 }
 
 // sigmoid(x) = 1 / (1 + exp(-x)) with a true division (one divider op per vector, which
@@ -178,7 +179,7 @@ FASTRNN_INLINE vec_t<float> vtanh(vec_t<float> x) { return 2.0f / (1.0f + vexp<-
 // exp(s * x) for double lanes: Cephes exp's range reduction (n = round(s x / ln2) by the
 // 1.5*2^52 shifter, r = s x - n ln2 in two steps) and its Pade form 1 + 2 r P / (Q - r P) on
 // |r| <= ln2/2: about 1 ulp, as float64 parity (1e-10) needs. Clamped to [-708.3, 709]
-// (2^n stays normal); NaN propagates.
+// (2^n stays normal); NaN passes the clamp (its comparisons are false) and so propagates.
 template <int Scale = 1>
 FASTRNN_INLINE vec_t<double> vexp_d(vec_t<double> x) {
   typedef vec_t<double> v;
@@ -202,8 +203,7 @@ FASTRNN_INLINE vec_t<double> vexp_d(vec_t<double> x) {
   bits = (bits - 0x4338000000000000LL + 1023) << 52;  // 2^n
   v pow2;
   std::memcpy(&pow2, &bits, sizeof pow2);
-  y = y * pow2;
-  return x != x ? x : y;
+  return y * pow2;
 }
 FASTRNN_INLINE vec_t<double> vsigmoid(vec_t<double> x) { return 1.0 / (1.0 + vexp_d<-1>(x)); }
 FASTRNN_INLINE vec_t<double> vtanh(vec_t<double> x) { return 2.0 / (1.0 + vexp_d<-2>(x)) - 1.0; }
