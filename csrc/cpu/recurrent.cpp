@@ -191,11 +191,7 @@ struct Forward {
         for (int g = 0; g < G; ++g) xin[g] += xi * load<S>(wpanel + (i * G + g) * N);
       }
     }
-    vec pre[G];
-    for (int g = 0; g < G; ++g) {
-      pre[g] = acc[g];
-      if (a->b_hh != nullptr) pre[g] += load_n(a->b_hh + g * H + j0, nu);
-    }
+    const vec* pre = acc;  // h W_hh^T + b_hh (the GEMM starts from the bias)
     if (C == Cell::LSTM) {
       const vec i = vsigmoid(xin[0] + pre[0]);
       const vec f = vsigmoid(xin[1] + pre[1]);
@@ -289,6 +285,14 @@ struct Forward {
       const int64_t nb = active_rows(a->lengths, sorted, B, t);
       const vec zeros[G * GW] = {};
       for (int64_t q = p1b; q < p1e; ++q) {
+        // b_hh of the tile's columns ([gw][g], as the accumulators): the GEMM's starting sums
+        vec bias[G * GW] = {};
+        if (a->b_hh != nullptr)
+          for (int gw = 0; gw < GW; ++gw) {
+            const int64_t j0 = (q * GW + gw) * N;
+            if (j0 >= H) break;
+            for (int g = 0; g < G; ++g) bias[gw * G + g] = load_n(a->b_hh + g * H + j0, imin(N, H - j0));
+          }
         auto epi = [&](int64_t b, const vec* acc) {
           for (int gw = 0; gw < GW; ++gw) {
             const int64_t j0 = (q * GW + gw) * N;
@@ -296,7 +300,7 @@ struct Forward {
             epilogue(t, b, j0, imin(N, H - j0), acc + gw * G, hprev, hnext, hp_step);
           }
         };
-        gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi);
+        gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi, bias);
         for (int64_t b = nb; b < B; ++b) epi(b, zeros);
       }
       if (proj) {

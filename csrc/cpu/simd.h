@@ -312,11 +312,13 @@ inline void tile_gemm(const S* a, int64_t lda, int64_t B, int64_t b0, int64_t k0
 }
 
 // Runs the panel GEMM over all B rows of a (row stride lda, K columns) in tiles of MR and hands
-// each row's accumulators to epi(b, acc[G]). A null `a` stands for zeros (no GEMM).
+// each row's accumulators to epi(b, acc[G]). A null `a` stands for zeros (no GEMM). The sums
+// start from init[G] (e.g. a bias of the panel's columns) when given, else from zero.
 // Long K is split into chunks whose slice of the panel stays in L1 while every row tile of a
 // block of rows passes over it; partial sums wait in a small stack buffer between chunks.
 template <typename S, int MR, int G, typename Epi>
-inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi) {
+inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi,
+                      const vec_t<S>* init = nullptr) {
   constexpr int N = V<S>::N;
   // Panel slice per K chunk: 8 KiB for the gate-wide tiles (with the rows' slice of a it
   // leaves room in L1 for the epilogue's streams: 7 % faster than 16 KiB at H=128), 16 KiB
@@ -325,15 +327,20 @@ inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* pa
   constexpr int64_t KC = (kc_bytes / int64_t(G * N * sizeof(S))) < 32 ? 32 : kc_bytes / int64_t(G * N * sizeof(S));
   constexpr int64_t RB = 64;  // rows per block (the partial sums: RB*G*N elements, <= 16 KiB)
   typedef vec_t<S> vec;
+  // (init is read where a tile starts, not held in registers: the MR*G accumulators need them)
+  auto start = [init](int g) { return init != nullptr ? init[g] : vec{}; };
   if (a == nullptr || K <= KC || B <= MR) {
     for (int64_t b0 = 0; b0 < B; b0 += MR) {
       if (MR > 1 && B - b0 == 1) {  // a single row left (B = 1 included): no duplicated work
-        vec acc1[1][G] = {};
+        vec acc1[1][G];
+        for (int g = 0; g < G; ++g) acc1[0][g] = start(g);
         if (a != nullptr) tile_gemm<S, 1, G>(a, lda, B, b0, 0, K, panel, acc1);
         epi(b0, acc1[0]);
         break;
       }
-      vec acc[MR][G] = {};
+      vec acc[MR][G];
+      for (int r = 0; r < MR; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = start(g);
       if (a != nullptr) tile_gemm<S, MR, G>(a, lda, B, b0, 0, K, panel, acc);
       const int64_t rows = imin(MR, B - b0);
       for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
@@ -350,7 +357,7 @@ inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* pa
         const int64_t rows = imin(MR, rb0 + rbn - b0);
         vec acc[MR][G];
         for (int r = 0; r < MR; ++r)
-          for (int g = 0; g < G; ++g) acc[r][g] = first || r >= rows ? vec{} : partial[b0 - rb0 + r][g];
+          for (int g = 0; g < G; ++g) acc[r][g] = first || r >= rows ? start(g) : partial[b0 - rb0 + r][g];
         tile_gemm<S, MR, G>(a, lda, B, b0, k0, kc, panel, acc);
         for (int64_t r = 0; r < rows; ++r) {
           if (last)
