@@ -218,21 +218,40 @@ FASTRNN_INLINE vec_t<S> vrelu(vec_t<S> x) {
 // A packed panel holds, for N consecutive columns u (of each of G column groups), the
 // K rows of the right-hand matrix: panel[k][g][u]. Panels are zero-padded past the edge.
 
+// Packs rows of W (each contiguous along K) into panels out[q][k][g][N]: lane u of group g of
+// panel q takes row row_of(q, g, u) (negative: a zero-padded lane past the edge). Blocks of
+// k keep both sides in L1: walking all lanes per k instead read every row's cache line
+// again for each k (a 2048 x 512 LSTM W_hh took 1.7 ms to pack, now 0.5 ms).
+template <typename S, typename RowOf>
+inline void pack_row_panels(const S* W, int64_t np, int64_t G, int64_t K, RowOf&& row_of, S* out) {
+  constexpr int N = V<S>::N;
+  constexpr int64_t KB = 4 * 64 / int64_t(sizeof(S));  // k per block: 4 cache lines of a row
+  for (int64_t q = 0; q < np; ++q)
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+      const int64_t k1 = imin(K, k0 + KB);
+      for (int64_t g = 0; g < G; ++g)
+        for (int u = 0; u < N; ++u) {
+          S* dst = out + q * K * G * N + g * N + u;  // element k at dst[k * G * N]
+          const int64_t row = row_of(q, g, u);
+          if (row >= 0) {
+            const S* src = W + row * K;
+            for (int64_t k = k0; k < k1; ++k) dst[k * G * N] = src[k];
+          } else {
+            for (int64_t k = k0; k < k1; ++k) dst[k * G * N] = S(0);
+          }
+        }
+    }
+}
+
 // out: [ceil(N_cols/N)][K][G][N]; right-hand B(k, g, u) = W[(g*N_cols + u)*K + k]
 // (W: [G*N_cols, K], i.e. x @ W^T).
 template <typename S>
 inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) {
   constexpr int N = V<S>::N;
-  const int64_t np = ceil_div(n_cols, N);
-  for (int64_t p = 0; p < np; ++p)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t g = 0; g < G; ++g) {
-        S* dst = out + ((p * K + k) * G + g) * N;
-        for (int u = 0; u < N; ++u) {
-          const int64_t col = p * N + u;
-          dst[u] = col < n_cols ? W[(g * n_cols + col) * K + k] : S(0);
-        }
-      }
+  pack_row_panels(W, ceil_div(n_cols, N), G, K, [&](int64_t p, int64_t g, int u) {
+    const int64_t col = p * N + u;
+    return col < n_cols ? g * n_cols + col : int64_t(-1);
+  }, out);
 }
 
 // out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[((q*GW + g)*N + u)*K + k]
@@ -240,16 +259,10 @@ inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) 
 template <typename S, int GW>
 inline void pack_rows_grouped(const S* W, int64_t n_cols, int64_t K, S* out) {
   constexpr int N = V<S>::N;
-  const int64_t np = ceil_div(n_cols, GW * N);
-  for (int64_t q = 0; q < np; ++q)
-    for (int64_t k = 0; k < K; ++k)
-      for (int g = 0; g < GW; ++g) {
-        S* dst = out + ((q * K + k) * GW + g) * N;
-        for (int u = 0; u < N; ++u) {
-          const int64_t col = (q * GW + g) * N + u;
-          dst[u] = col < n_cols ? W[col * K + k] : S(0);
-        }
-      }
+  pack_row_panels(W, ceil_div(n_cols, GW * N), GW, K, [&](int64_t q, int64_t g, int u) {
+    const int64_t col = (q * GW + g) * N + u;
+    return col < n_cols ? col : int64_t(-1);
+  }, out);
 }
 
 // out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[k*N_cols + (q*GW + g)*N + u]
