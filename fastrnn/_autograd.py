@@ -1,9 +1,11 @@
 """Autograd Function around the native time loop of one layer and one direction.
 
 Torch computes the input projection before it and the weight gradients after it with big
-GEMMs (DESIGN section 2); the Function only owns the recurrence:
+GEMMs (DESIGN section 2); RecurrentFunction only owns the recurrence:
 
     (xp, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      h0, c0: None for zeros
+
+LayerFunction (small CPU layers) does both GEMMs' work inside its native calls instead.
 """
 from __future__ import annotations
 
@@ -69,6 +71,24 @@ def _dense(g: torch.Tensor, dtype) -> torch.Tensor:
     return g if g.is_contiguous() else g.contiguous()
 
 
+def _incoming(mode, y, H, dy, dhT, dcT):
+    """The incoming gradients (any strides or dtype promotions torch chose, None for zeros)
+    in the saved tensors' dtype and dense layout: (dy, dhT, dcT or None, owned), owned when
+    dy is a buffer made here."""
+    T, B, R = y.shape
+    dt = y.dtype
+    owned = dy is None or dy.dtype != dt or not dy.is_contiguous()
+    dy = torch.zeros_like(y) if dy is None else _dense(dy, dt)
+    dhT = y.new_zeros((B, R)) if dhT is None else _dense(dhT, dt)
+    if mode == "LSTM":
+        dcT = y.new_zeros((B, H)) if dcT is None else _dense(dcT, dt)
+    else:
+        dcT = None
+    if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
+        raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
+    return dy, dhT, dcT, owned
+
+
 def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy, dhT, dcT, need_whh, need_whr,
                        need_bhh):
     """Backward of one layer and direction from the incoming gradients.
@@ -80,18 +100,7 @@ def recurrent_backward(mode, reverse, lengths, w_hh, w_hr, h0, c0, y, saved, dy,
     T, B, R = y.shape
     G = _backend.GATES[mode]
     H = w_hh.shape[0] // G
-    # The incoming gradients can have any strides or dtype promotions torch chose:
-    # bring them to the saved tensors' layout; the rest was built by forward.
-    dt = y.dtype
-    owned = dy is None or dy.dtype != dt or not dy.is_contiguous()  # a buffer made here
-    dy = torch.zeros_like(y) if dy is None else _dense(dy, dt)
-    dhT = y.new_zeros((B, R)) if dhT is None else _dense(dhT, dt)
-    if mode == "LSTM":
-        dcT = y.new_zeros((B, H)) if dcT is None else _dense(dcT, dt)
-    else:
-        dcT = None
-    if dy.shape != y.shape or dhT.shape != (B, R) or (dcT is not None and dcT.shape != (B, H)):
-        raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
+    dy, dhT, dcT, owned = _incoming(mode, y, H, dy, dhT, dcT)
     rnn = mode == "RNN_TANH" or mode == "RNN_RELU"
     dxp, dhid, dh0, dc0 = _backend.backward(
         mode, w_hh, w_hr, h0, c0, lengths, reverse, y, (gates, cs, hpre), dy, dhT, dcT, validate=False,
@@ -135,14 +144,16 @@ class LayerFunction(torch.autograd.Function):
 
         (x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      b_*, h0, c0: None allowed
 
-    No separate addmm node: forward is one native call; backward is the native loop plus
-    torch's GEMMs for dx, dW_ih, dW_hh, dW_hr and the bias sums.
+    No separate addmm node: forward is one native call; so is backward, weight and bias
+    gradients included (these layers are small: torch's mm, sum and slicing nodes cost
+    several times the loop). Only dx, when needed, is torch's mm.
     """
 
     @staticmethod
     def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0):
         y, hT, cT, saved = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse,
                                                   True)
+        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None: zeros in the loop
         ctx.mode = mode
         ctx.reverse = reverse
         ctx.lengths = lengths
@@ -154,24 +165,6 @@ class LayerFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dhT, dcT=None):
-        # (mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0)
-        need = ctx.needs_input_grad
         x, w_ih, w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
-        dxp, d_whh, d_whr, d_bhh, dh0, dc0 = recurrent_backward(
-            ctx.mode, ctx.reverse, ctx.lengths, w_hh, w_hr, h0, c0, y, (gates, cs, hpre), dy, dhT, dcT,
-            need[6], need[7], need[8])
-        T, B, I = x.shape
-        dxp2 = dxp.view(T * B, dxp.shape[-1])
-        dx = dxp2.mm(w_ih).view(T, B, I) if need[3] else None
-        d_wih = dxp2.t().mm(x.reshape(T * B, I)) if need[4] else None
-        d_bih = None
-        if need[5]:
-            # LSTM/RNN: the input and recurrent biases have the same gradient
-            d_bih = d_bhh.clone() if (d_bhh is not None and ctx.mode != "GRU") else dxp2.sum(0)
-        return (
-            None, None, None,
-            dx, d_wih, d_bih,
-            d_whh, d_whr, d_bhh,
-            dh0 if need[9] else None,
-            dc0 if need[10] else None,
-        )
+        return _backend.backward_fused(ctx.mode, ctx.reverse, ctx.lengths, ctx.needs_input_grad, x, w_ih, w_hh, w_hr,
+                                       h0, c0, y, (gates, cs, hpre), dy, dhT, dcT)

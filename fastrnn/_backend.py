@@ -208,11 +208,14 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
 
 
 def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT, dcT, validate: bool = True,
-             dxp=None):
+             dxp=None, weight_grads=None):
     """Backward time loop of one layer and direction.
 
     ``dxp``: optional output tensor; for RNN it may be ``dy`` itself (each element of dy is
     read before the same element of dxp is written), which saves a [T,B,H] buffer.
+    ``weight_grads`` (CPU): (dw_hh, db_hh, dw_hr, x, dw_ih, db_ih), output tensors (None: not
+    computed) that the same native call fills after the loop; x [T,B,I] (unit stride along I)
+    is the input of a fused forward, needed for dw_ih. The caller built them all.
 
     Returns (dxp [T,B,G*H], dhid, dh0 [B,R], dc0 [B,H] or None) where dhid is GRU's
     gradient of the recurrent n part [T,B,H], LSTM-with-projection's gradient of the
@@ -261,13 +264,92 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
             torch.cuda.current_stream(dev).cuda_stream,
         )
         return dxp, dhid, dh0, dc0
-    _C.backward(  # work = 0: the core's own scratch
+    if weight_grads is None:
+        _C.backward(  # work = 0: the core's own scratch
+            DTYPES[dt], CELLS[mode], T, B, H, R, bool(reverse),
+            _ptr(w_hh), _ptr(w_hr), _ptr(h0), _ptr(c0), _ptr(lengths), _ptr(y),
+            _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(dy), _ptr(dhT), _ptr(dcT),
+            _ptr(dxp), _ptr(dhid), _ptr(dh0), _ptr(dc0), 0, 0, num_threads(),
+        )
+        return dxp, dhid, dh0, dc0
+    dw_hh, db_hh, dw_hr, x, dw_ih, db_ih = weight_grads
+    st, sb, _ = x.stride()
+    _C.backward(
         DTYPES[dt], CELLS[mode], T, B, H, R, bool(reverse),
         _ptr(w_hh), _ptr(w_hr), _ptr(h0), _ptr(c0), _ptr(lengths), _ptr(y),
         _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(dy), _ptr(dhT), _ptr(dcT),
         _ptr(dxp), _ptr(dhid), _ptr(dh0), _ptr(dc0), 0, 0, num_threads(),
+        _ptr(dw_hh), _ptr(db_hh), _ptr(dw_hr), x.data_ptr(), x.shape[2], st, sb, _ptr(dw_ih), _ptr(db_ih),
     )
     return dxp, dhid, dh0, dc0
+
+
+def _grad_in(g, dt, unit_ok):
+    """An incoming gradient as (tensor or None, strides) for the native loop: torch's strides
+    as they are (an expanded sum gradient has stride 0 everywhere) where ``unit_ok(stride of
+    the last dimension)``, else a dense copy; the dtype of the saved tensors."""
+    if g is None:
+        return None, (-1, 0, 1)
+    if g.dtype != dt:
+        g = g.to(dt)
+    st = g.stride()
+    if not unit_ok(st[-1], g.shape[-1]):
+        g = g.contiguous()
+        st = g.stride()
+    return g, st
+
+
+def _dy_unit(su, n):  # the loop reads dy's rows as vectors (unit stride 1) or broadcasts (0)
+    return su == 0 or su == 1 or n == 1
+
+
+def _any_unit(su, n):  # dhT, dcT: copied element by element
+    return True
+
+
+def backward_fused(mode, reverse, lengths, need, x, w_ih, w_hh, w_hr, h0, c0, y, saved, dy, dhT, dcT):
+    """Backward of ``forward_fused`` in one native call, the weight and bias gradients included.
+
+    ``need``: LayerFunction's needs_input_grad (mode, reverse, lengths, x, w_ih, b_ih, w_hh,
+    w_hr, b_hh, h0, c0); returns its backward's gradients in that order. The incoming
+    gradients go in with torch's strides (no dense copies); outputs nobody asked for (dxp
+    without dx, dh0, dc0) stay in the core's scratch. dx, when needed, is torch's mm.
+    """
+    gates, cs, hpre = saved
+    T, B, R = y.shape
+    GH = w_hh.shape[0]
+    H = GH // GATES[mode]
+    dt = y.dtype
+    # (torch hands over gradients of our outputs' shapes; checked all the same: the loop trusts them)
+    dy, (dy_st, dy_sb, dy_su) = _grad_in(dy, dt, _dy_unit)
+    dhT, (dhT_sb, dhT_su) = _grad_in(dhT, dt, _any_unit) if dhT is not None else (None, (-1, 1))
+    lstm = mode == "LSTM"
+    dcT, (dcT_sb, dcT_su) = _grad_in(dcT, dt, _any_unit) if (lstm and dcT is not None) else (None, (-1, 1))
+    if (dy is not None and dy.shape != y.shape) or (dhT is not None and dhT.shape != (B, R)) \
+            or (dcT is not None and dcT.shape != (B, H)):
+        raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
+    if dy is not None and dy_su != 0 and R == 1:
+        dy_su = 1
+    new = y.new_empty
+    dxp = new((T, B, GH)) if need[3] else None
+    dh0 = new((B, R)) if need[9] else None
+    dc0 = new((B, H)) if (lstm and need[10]) else None
+    d_wih = new(w_ih.shape) if need[4] else None
+    d_bih = new((GH,)) if need[5] else None
+    d_whh = new(w_hh.shape) if need[6] else None
+    d_whr = new(w_hr.shape) if need[7] else None
+    d_bhh = new((GH,)) if need[8] else None
+    st, sb, _ = x.stride()
+    _C.backward(
+        DTYPES[dt], CELLS[mode], T, B, H, R, bool(reverse),
+        w_hh.data_ptr(), _ptr(w_hr), _ptr(h0), _ptr(c0), _ptr(lengths), y.data_ptr(),
+        _ptr(gates), _ptr(cs), _ptr(hpre), _ptr(dy), _ptr(dhT), _ptr(dcT),
+        _ptr(dxp), 0, _ptr(dh0), _ptr(dc0), 0, 0, torch.get_num_threads(),
+        _ptr(d_whh), _ptr(d_bhh), _ptr(d_whr), x.data_ptr(), x.shape[2], st, sb, _ptr(d_wih), _ptr(d_bih),
+        dy_st, dy_sb, dy_su, dhT_sb, dhT_su, dcT_sb, dcT_su,
+    )
+    dx = dxp.view(T * B, GH).mm(w_ih).view(T, B, x.shape[2]) if dxp is not None else None
+    return None, None, None, dx, d_wih, d_bih, d_whh, d_whr, d_bhh, dh0, dc0
 
 
 def info() -> dict:

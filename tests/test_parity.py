@@ -228,3 +228,35 @@ def test_expanded_output_gradient(mode, bidir):
     assert_close(xf.grad, x.grad, torch.float32, "input grad")
     for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
         assert_close(q.grad, p.grad, torch.float32, name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("use", ["out", "h", "c", "transposed", "batch_first"])
+def test_incoming_gradient_layouts(mode, use):
+    """The gradients torch hands to backward as they come: None for an unused output, stride 0
+    from a sum, permuted strides from a transpose or batch_first. Small layers (one native
+    backward call, weight gradients included) and a large one (input projection by torch),
+    against torch."""
+    for T, B, I, H in ((6, 3, 2, 5), (7, 4, 40, 24), (7, 4, 300, 40)):
+        torch.manual_seed(5)
+        bf = use == "batch_first"
+        ref, fast = make_pair(mode, I, H, batch_first=bf)
+        x = torch.randn(B, T, I) if bf else torch.randn(T, B, I)
+        x.requires_grad_(True)
+        xf = x.detach().clone().requires_grad_(True)
+        w = torch.randn(T, H, B)
+        for layer, inp in ((ref, x), (fast, xf)):
+            out, h = layer(inp)
+            hn, cn = h if isinstance(h, tuple) else (h, None)
+            if use == "out" or use == "batch_first":
+                loss = out.sum()
+            elif use == "h":
+                loss = (hn * 2).sum()
+            elif use == "c":
+                loss = cn.sum() if cn is not None else hn.sum()
+            else:
+                loss = (out.transpose(1, 2) * w).sum()
+            loss.backward()
+        assert_close(xf.grad, x.grad, torch.float32, "input grad")
+        for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+            assert_close(q.grad, p.grad, torch.float32, name)

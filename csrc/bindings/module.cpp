@@ -81,7 +81,10 @@ void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bo
 void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bool reverse, uintptr_t w_hh,
               uintptr_t w_hr, uintptr_t h0, uintptr_t c0, uintptr_t lengths, uintptr_t y, uintptr_t gates,
               uintptr_t cs, uintptr_t hpre, uintptr_t dy, uintptr_t dhT, uintptr_t dcT, uintptr_t dxp,
-              uintptr_t dhid, uintptr_t dh0, uintptr_t dc0, uintptr_t work, int64_t work_size, int num_threads) {
+              uintptr_t dhid, uintptr_t dh0, uintptr_t dc0, uintptr_t work, int64_t work_size, int num_threads,
+              uintptr_t dw_hh, uintptr_t db_hh, uintptr_t dw_hr, uintptr_t x, int64_t I, int64_t x_st, int64_t x_sb,
+              uintptr_t dw_ih, uintptr_t db_ih, int64_t dy_st, int64_t dy_sb, int64_t dy_su, int64_t dhT_sb,
+              int64_t dhT_su, int64_t dcT_sb, int64_t dcT_su) {
   dispatch_dtype(dtype, [&](auto s) {
     using S = decltype(s);
     BackwardArgs<S> a{to_cell(cell),      T,                  B,                  H,
@@ -90,12 +93,18 @@ void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, b
                       ptr<const S>(y),    ptr<const S>(gates), ptr<const S>(cs),  ptr<const S>(hpre),
                       ptr<const S>(dy),   ptr<const S>(dhT),  ptr<const S>(dcT),  ptr<S>(dxp),
                       ptr<S>(dhid),       ptr<S>(dh0),        ptr<S>(dc0),        ptr<S>(work),
-                      work_size,          num_threads};
+                      work_size,          num_threads,
+                      ptr<S>(dw_hh),      ptr<S>(db_hh),      ptr<S>(dw_hr),      ptr<const S>(x),
+                      I,                  x_st,               x_sb,               ptr<S>(dw_ih),
+                      ptr<S>(db_ih),      dy_st,              dy_sb,              dy_su,
+                      dhT_sb,             dhT_su,             dcT_sb,             dcT_su};
     const auto& k = cpu::kernels(s);
     std::vector<S> fresh;
     if (work == 0) {
-      require(B >= 0 && H >= 0 && R >= 0, "sizes must be non-negative");
-      a.work_size = k.backward_workspace(a.cell, B, H, R);
+      require(T >= 0 && B >= 0 && H >= 0 && R >= 0, "sizes must be non-negative");
+      require(H < (int64_t(1) << 24) && R < (int64_t(1) << 24) && (B == 0 || T <= (int64_t(1) << 40) / B),
+              "sizes too large");
+      a.work_size = k.backward_workspace(a.cell, B, H, R) + cpu::backward_extra_workspace(a);
       a.work = scratch<S>(a.work_size, fresh);
     }
     k.backward(a);
@@ -199,5 +208,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("w_hr"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("gates"),
         py::arg("cs"), py::arg("hpre"), py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("dxp"),
         py::arg("dhid"), py::arg("dh0"), py::arg("dc0"), py::arg("work"), py::arg("work_size"),
-        py::arg("num_threads"), "backward time loop; work = 0: scratch managed here");
+        py::arg("num_threads"), py::arg("dw_hh") = 0, py::arg("db_hh") = 0, py::arg("dw_hr") = 0,
+        py::arg("x") = 0, py::arg("I") = 0, py::arg("x_st") = 0, py::arg("x_sb") = 0, py::arg("dw_ih") = 0,
+        py::arg("db_ih") = 0, py::arg("dy_st") = -1, py::arg("dy_sb") = 0, py::arg("dy_su") = 1,
+        py::arg("dhT_sb") = -1, py::arg("dhT_su") = 1, py::arg("dcT_sb") = -1, py::arg("dcT_su") = 1,
+        "backward time loop; work = 0: scratch managed here; dw_* / db_* set: those weight gradients too; "
+        "dy/dhT/dcT strides: -1 dense; null gradients: zeros; null outputs: not wanted");
 }

@@ -81,17 +81,33 @@ struct BackwardArgs {
   const S* gates;          // [T,B,G*H] as saved by forward (null for RNN)
   const S* cs;             // [T,B,H] as saved by forward (LSTM, GRU)
   const S* hpre;           // [T,B,H] LSTM with projection, else null
-  const S* dy;             // [T,B,R] gradient of y
-  const S* dhT;            // [B,R] gradient of hT
-  const S* dcT;            // [B,H] LSTM gradient of cT, else null
+  const S* dy;             // [T,B,R] gradient of y (strides below), or null for zeros
+  const S* dhT;            // [B,R] gradient of hT (strides below), or null for zeros
+  const S* dcT;            // [B,H] LSTM gradient of cT (strides below), or null for zeros
+  // Outputs; null: not wanted, the loop keeps them in scratch (cpu::backward_extra_workspace).
   S* dxp;                  // [T,B,G*H] gradient of the pre-activations = gradient of xp
   S* dhid;                 // GRU: [T,B,H] gradient of (W_hn h + b_hn); LSTM with
-                           // projection: [T,B,R] gradient of the projected h (for dW_hr); else null
+                           // projection: [T,B,R] gradient of the projected h (for dW_hr); else unused
   S* dh0;                  // [B,R]
-  S* dc0;                  // [B,H] LSTM, else null
+  S* dc0;                  // [B,H] LSTM, else unused
   S* work;
   int64_t work_size;
   int num_threads;
+  // Weight gradients, computed after the loop where non-null (overwritten, not accumulated):
+  // sums over the T*B rows of the gate gradients times what each step read.
+  S* dw_hh = nullptr;       // [G*H,R] sum dG^T h_prev (GRU: its n rows from dhid)
+  S* db_hh = nullptr;       // [G*H] sum dG
+  S* dw_hr = nullptr;       // [R,H] LSTM projection: sum dhid^T hpre
+  // ... and of a fused input projection (ForwardArgs::x): x as the forward read it.
+  const S* x = nullptr;     // [T,B,I]; row (t,b) at x + t*x_st + b*x_sb
+  int64_t I = 0, x_st = 0, x_sb = 0;
+  S* dw_ih = nullptr;       // [G*H,I] sum dxp^T x
+  S* db_ih = nullptr;       // [G*H] sum dxp
+  // Element strides of the incoming gradients as torch hands them over (e.g. expanded from a
+  // sum, or batch-first): dy's (t, b, unit), the unit stride 0 or 1; dhT's and dcT's (b, unit).
+  // A negative first stride: dense.
+  int64_t dy_st = -1, dy_sb = 0, dy_su = 1;
+  int64_t dhT_sb = -1, dhT_su = 1, dcT_sb = -1, dcT_su = 1;
 };
 
 [[noreturn]] inline void fail(const std::string& what) { throw std::invalid_argument("fastrnn: " + what); }

@@ -31,6 +31,21 @@ FASTRNN_DECLARE_ISA(avx2)
 FASTRNN_DECLARE_ISA(avx512)
 #undef FASTRNN_DECLARE_ISA
 
+// Scratch elements a backward call needs beyond backward_workspace(cell, B, H, R): room for
+// the outputs it was not given (dxp, dhid, dh0, dc0 null), which the loop still needs.
+// (static: every ISA's object keeps its own copy, never one built for another ISA)
+template <typename S>
+static inline int64_t backward_extra_workspace(const BackwardArgs<S>& a) {
+  const int64_t G = gates_of(a.cell), TB = a.T * a.B;
+  int64_t n = 0;
+  if (a.dxp == nullptr) n += TB * G * a.H;
+  if (a.dhid == nullptr && a.cell == Cell::GRU) n += TB * a.H;
+  if (a.dhid == nullptr && a.w_hr != nullptr) n += TB * a.R;
+  if (a.dh0 == nullptr) n += a.B * a.R;
+  if (a.dc0 == nullptr && a.cell == Cell::LSTM) n += a.B * a.H;
+  return n;
+}
+
 // The table for the best ISA this CPU supports (chosen once, at first use), or the one
 // forced by FASTRNN_ISA=generic|avx2|avx512 in the environment when the CPU supports it.
 const KernelSet<float>& kernels(float);

@@ -438,7 +438,9 @@ struct Backward {
   static constexpr int N = V<S>::N;
   typedef vec_t<S> vec;
 
-  const BackwardArgs<S>* a;
+  const BackwardArgs<S>* a;  // outputs all set (scratch for those the caller did not want)
+  int64_t dy_st, dy_sb;       // dy's strides; dy_su 0 (a broadcast per row) or 1
+  bool dy_bcast;
   const S* wp1;  // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
   const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]  (dh_r @ W_hr)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
@@ -544,7 +546,11 @@ struct Backward {
               }
               continue;
             }
-            const vec dh = acc + load_n(carry, nu) + load_n(a->dy + (t * B + b) * R + u0, nu);
+            vec dh = acc + load_n(carry, nu);
+            if (a->dy != nullptr) {
+              const S* dyr = a->dy + t * dy_st + b * dy_sb;
+              dh += dy_bcast ? splat<S>(*dyr) : load_n(dyr + u0, nu);
+            }
             store_n(carry, vec{}, nu);
             if (proj)
               store_n(a->dhid + (t * B + b) * R + u0, dh, nu);
@@ -579,38 +585,306 @@ struct Backward {
   }
 };
 
+// ------------------------------------------------------------------------------------
+// Weight gradients (BackwardArgs::dw_*, db_*): after the loop, dW = sum over the T*B rows of
+// dG[row]^T x what the step read at that row, in this call instead of torch's mm, sum and
+// slicing nodes (at tutorial sizes those cost several times the loop itself).
+// ------------------------------------------------------------------------------------
+// Tiles of kWgMR rows of dW (broadcasts of dG) x up to kWgNR vectors of its columns; the sum
+// over rows runs in blocks of about kWgKC rows, dW accumulating between blocks.
+constexpr int kWgMR = 4;
+constexpr int kWgNR = kVecBytes == 64 ? 2 : 3;
+constexpr int64_t kWgKC = 128;
+// dW with at most this many columns (narrow inputs): vectors along dW's rows instead.
+constexpr int64_t kWgNarrow = 4;
+
+// The right-hand rows: the state each step started from (LSTM/GRU/RNN's h_prev), null where
+// it is zero (h0 not given) or the row is inactive (its dG is zero): those rows are skipped.
+template <typename S>
+struct PrevRows {
+  const S* y;  // [T,B,R]
+  const S* h0;  // [B,R] or null
+  const int64_t* lengths;  // [B] or null
+  int64_t T, B, R;
+  bool reverse;
+  FASTRNN_INLINE const S* operator()(int64_t t, int64_t b) const {
+    const int64_t len = lengths != nullptr ? lengths[b] : T;
+    if (t >= len) return nullptr;
+    const bool first = reverse ? t + 1 == len : t == 0;
+    if (first) return h0 != nullptr ? h0 + b * R : nullptr;
+    return y + ((reverse ? t + 1 : t - 1) * B + b) * R;
+  }
+};
+
+// Rows at base + t*st + b*sb (x, hpre), null where the row is inactive.
+template <typename S>
+struct StridedRows {
+  const S* base;  // row (t,b) at base + t*st + b*sb
+  int64_t st, sb;
+  const int64_t* lengths;  // [B] or null
+  FASTRNN_INLINE const S* operator()(int64_t t, int64_t b) const {
+    return lengths != nullptr && t >= lengths[b] ? nullptr : base + t * st + b * sb;
+  }
+};
+
+// C[m..m+mrows)[n0..n0+nn) (+)= sum_j ap[j][r] * bp[j][n0..n0+nn) over the nk gathered rows j:
+// ap the tile's dG block packed [nk][kWgMR], bp the right-hand rows; NV vectors of columns
+// (nn > (NV-1)*N).
+template <typename S, int NV>
+FASTRNN_INLINE void wg_tile(const S* ap, const S* const* bp, int64_t nk, int64_t m, int64_t mrows, int64_t n0,
+                            int64_t nn, S* C, int64_t ldc, bool first) {
+  constexpr int N = V<S>::N;
+  typedef vec_t<S> vec;
+  vec acc[kWgMR][NV] = {};
+  const int64_t tail = nn - (NV - 1) * N;  // lanes of the last vector
+  for (int64_t j = 0; j < nk; ++j) {
+    const S* src = bp[j] + n0;
+    vec bv[NV];
+    for (int v = 0; v + 1 < NV; ++v) bv[v] = load(src + v * N);
+    bv[NV - 1] = load_n(src + (NV - 1) * N, tail);
+    const S* a = ap + j * kWgMR;
+    for (int r = 0; r < kWgMR; ++r) {
+      const S av = a[r];
+      for (int v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+    }
+  }
+  // (constant indices only: a runtime index into acc would keep it in memory, not registers)
+  for (int r = 0; r < kWgMR; ++r) {
+    if (r >= mrows) break;
+    for (int v = 0; v < NV; ++v) {
+      const int64_t cnt = v + 1 < NV ? N : tail;
+      S* c = C + (m + r) * ldc + n0 + v * N;
+      store_n(c, first ? acc[r][v] : load_n(c, cnt) + acc[r][v], cnt);
+    }
+  }
+}
+
+// Narrow dW (NN <= kWgNarrow columns): vectors along m (A's rows), a broadcast per column,
+// two vectors per pass; C[m][n] for m in [m0, m1).
+template <typename S, int NN, typename Rows>
+void wg_narrow(const S* A, int64_t lda, int64_t m0, int64_t m1, int64_t T, int64_t B, const Rows& rows, S* C,
+               int64_t ldc) {
+  constexpr int VN = V<S>::N;
+  constexpr int MV = 2;
+  typedef vec_t<S> vec;
+  for (int64_t m = m0; m < m1; m += MV * VN) {
+    vec acc[NN][MV] = {};
+    int64_t cnt[MV];
+    for (int v = 0; v < MV; ++v) cnt[v] = imax(int64_t(0), imin(int64_t(VN), m1 - m - v * VN));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b) {
+        const S* src = rows(t, b);
+        if (src == nullptr) continue;
+        const S* a = A + (t * B + b) * lda + m;
+        vec av[MV];
+        for (int v = 0; v < MV; ++v) av[v] = cnt[v] > 0 ? load_n(a + v * VN, cnt[v]) : vec{};
+        for (int n = 0; n < NN; ++n) {
+          const S sc = src[n];
+          for (int v = 0; v < MV; ++v) acc[n][v] += sc * av[v];
+        }
+      }
+    for (int v = 0; v < MV; ++v)
+      for (int n = 0; n < NN; ++n) {
+        alignas(64) S lanes[VN];
+        store(lanes, acc[n][v]);
+        for (int64_t l = 0; l < cnt[v]; ++l) C[(m + v * VN + l) * ldc + n] = lanes[l];
+      }
+  }
+}
+
+// C[m][0..N) = sum over rows of A[row][m] * rows(row)[0..N) for m in [m0, m1) (C: [M][ldc]).
+template <typename S, typename Rows>
+void wg_gemm(const S* A, int64_t lda, int64_t m0, int64_t m1, int64_t T, int64_t B, const Rows& rows, int64_t N,
+             S* C, int64_t ldc) {
+  constexpr int VN = V<S>::N;
+  if (m0 >= m1) return;
+  switch (N) {  // narrow: see wg_narrow
+    case 1: return wg_narrow<S, 1>(A, lda, m0, m1, T, B, rows, C, ldc);
+    case 2: return wg_narrow<S, 2>(A, lda, m0, m1, T, B, rows, C, ldc);
+    case 3: return wg_narrow<S, 3>(A, lda, m0, m1, T, B, rows, C, ldc);
+    case 4: return wg_narrow<S, 4>(A, lda, m0, m1, T, B, rows, C, ldc);
+    default: break;
+  }
+  static_assert(kWgNarrow == 4, "wg_gemm's switch covers the narrow widths");
+  // Rows in blocks of kWgKC: the active ones gathered (pointers), then per tile of kWgMR rows
+  // of dW its dG block packed contiguously (dG's rows are G*H apart: walking them down for
+  // every tile of columns thrashed L1's sets), then every tile of columns over them.
+  const S* bp[kWgKC];
+  const S* ar[kWgKC];
+  alignas(64) S ap[kWgKC * kWgMR];
+  const int64_t K = T * B;
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kWgKC) {
+    const bool first = k0 == 0;
+    int64_t nk = 0;
+    for (int64_t k = k0; k < imin(K, k0 + kWgKC); ++k) {
+      const S* src = rows(k / B, k % B);
+      if (src == nullptr) continue;
+      bp[nk] = src;
+      ar[nk++] = A + k * lda;
+    }
+    for (int64_t m = m0; m < m1; m += kWgMR) {
+      const int64_t mrows = imin(int64_t(kWgMR), m1 - m);
+      for (int64_t j = 0; j < nk; ++j)
+        for (int r = 0; r < kWgMR; ++r) ap[j * kWgMR + r] = ar[j][m + imin(int64_t(r), mrows - 1)];
+      for (int64_t n0 = 0; n0 < N; n0 += kWgNR * VN) {
+        const int64_t nn = imin(int64_t(kWgNR * VN), N - n0);
+        const int64_t nv = ceil_div(nn, VN);
+        if (nv >= 3 && kWgNR >= 3)
+          wg_tile<S, kWgNR >= 3 ? 3 : 1>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
+        else if (nv == 2)
+          wg_tile<S, 2>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
+        else
+          wg_tile<S, 1>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
+      }
+    }
+    if (k0 + kWgKC >= K) break;
+  }
+}
+
+// out[m] = sum over the active rows of A[row][m], m in [m0, m1).
+template <typename S>
+void wg_colsum(const S* A, int64_t lda, int64_t m0, int64_t m1, int64_t T, int64_t B, const int64_t* lengths,
+               S* out) {
+  constexpr int VN = V<S>::N;
+  typedef vec_t<S> vec;
+  constexpr int MV = 4;
+  for (int64_t m = m0; m < m1; m += MV * VN) {
+    vec acc[MV] = {};
+    int64_t cnt[MV];
+    for (int v = 0; v < MV; ++v) cnt[v] = imax(int64_t(0), imin(int64_t(VN), m1 - m - v * VN));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b) {
+        if (lengths != nullptr && t >= lengths[b]) continue;
+        const S* a = A + (t * B + b) * lda + m;
+        for (int v = 0; v < MV; ++v)
+          if (cnt[v] > 0) acc[v] += load_n(a + v * VN, cnt[v]);
+      }
+    for (int v = 0; v < MV; ++v)
+      if (cnt[v] > 0) store_n(out + m + v * VN, acc[v], cnt[v]);
+  }
+}
+
+template <typename S>
+struct WeightGrads {
+  const BackwardArgs<S>* a;
+  int G;
+
+  // Thread tid's share [*m0, *m1) of M rows, in whole tiles of `unit` rows.
+  static void share(int64_t M, int64_t unit, int tid, int nt, int64_t* m0, int64_t* m1) {
+    int64_t b, e;
+    split(ceil_div(M, unit), tid, nt, &b, &e);
+    *m0 = imin(M, b * unit);
+    *m1 = imin(M, e * unit);
+  }
+
+  void run(int tid, int nt) const {
+    constexpr int VN = V<S>::N;
+    const int64_t T = a->T, B = a->B, H = a->H, R = a->R, GH = G * H;
+    const bool gru = a->cell == Cell::GRU;
+    // GRU: the n rows of W_hh's gradient come from dhid (the gradient of W_hn h + b_hn)
+    const int64_t MX = gru ? 2 * H : GH;  // rows whose dG is dxp
+    const int64_t unit = kWgMR * VN;      // rows per thread share: whole tiles and vectors
+    int64_t m0, m1, n0, n1;
+    share(MX, unit, tid, nt, &m0, &m1);
+    if (gru) share(H, unit, tid, nt, &n0, &n1);
+    const PrevRows<S> prev{a->y, a->h0, a->lengths, T, B, R, a->reverse};
+    if (a->dw_hh != nullptr) {
+      wg_gemm(a->dxp, GH, m0, m1, T, B, prev, R, a->dw_hh, R);
+      if (gru) wg_gemm(a->dhid, H, n0, n1, T, B, prev, R, a->dw_hh + 2 * H * R, R);
+    }
+    if (a->db_hh != nullptr) {
+      wg_colsum(a->dxp, GH, m0, m1, T, B, a->lengths, a->db_hh);
+      if (gru) wg_colsum(a->dhid, H, n0, n1, T, B, a->lengths, a->db_hh + 2 * H);
+    }
+    int64_t i0, i1;
+    share(GH, unit, tid, nt, &i0, &i1);
+    if (a->dw_ih != nullptr) {
+      const StridedRows<S> xs{a->x, a->x_st, a->x_sb, a->lengths};
+      wg_gemm(a->dxp, GH, i0, i1, T, B, xs, a->I, a->dw_ih, a->I);
+    }
+    if (a->db_ih != nullptr) {
+      if (a->db_hh != nullptr && !gru) {  // the same sums
+        if (i1 > i0) std::memcpy(a->db_ih + i0, a->db_hh + i0, sizeof(S) * (i1 - i0));
+      } else {
+        wg_colsum(a->dxp, GH, i0, i1, T, B, a->lengths, a->db_ih);
+      }
+    }
+    if (a->dw_hr != nullptr) {
+      int64_t r0, r1;
+      share(R, unit, tid, nt, &r0, &r1);
+      const StridedRows<S> hp{a->hpre, B * H, H, a->lengths};
+      wg_gemm(a->dhid, R, r0, r1, T, B, hp, H, a->dw_hr, H);
+    }
+  }
+};
+
 template <typename S, Cell C>
-void backward_cell(const BackwardArgs<S>& a) {
+void backward_cell(const BackwardArgs<S>& args) {
   typedef Backward<S, C> F;
   constexpr int N = V<S>::N;
-  const int64_t B = a.B, H = a.H, R = a.R, G = F::G;
-  const bool proj = a.w_hr != nullptr;
-  S* w = a.work;
+  const int64_t T = args.T, B = args.B, H = args.H, R = args.R, G = F::G;
+  const bool proj = args.w_hr != nullptr;
+  S* w = args.work;
   F f;
-  f.a = &a;
   f.wp1 = w;
-  pack_cols<S, kGW>(a.w_hh, G * H, R, w);
+  pack_cols<S, kGW>(args.w_hh, G * H, R, w);
   w += ceil_div(R, kGW * N) * kGW * N * G * H;
   f.wp2 = nullptr;
   if (proj) {
     f.wp2 = w;
-    pack_cols(a.w_hr, R, H, w);
+    pack_cols(args.w_hr, R, H, w);
     w += ceil_div(H, N) * N * R;
   }
   f.dgh[0] = f.dgh[1] = nullptr;
-  f.sorted = lengths_sorted(a.lengths, B);
+  f.sorted = lengths_sorted(args.lengths, B);
   if (C == Cell::GRU) {
     f.dgh[0] = w;
     f.dgh[1] = w + B * G * H;
     w += 2 * B * G * H;
   }
-  if (B > 0) std::memcpy(a.dh0, a.dhT, sizeof(S) * B * R);
-  if (C == Cell::LSTM && B > 0) std::memcpy(a.dc0, a.dcT, sizeof(S) * B * H);
+  // the outputs the caller did not want: scratch (backward_extra_workspace)
+  BackwardArgs<S> a = args;
+  auto take = [&w](S*& p, int64_t n) {
+    if (p == nullptr) {
+      p = w;
+      w += n;
+    }
+  };
+  take(a.dxp, T * B * G * H);
+  if (C == Cell::GRU) take(a.dhid, T * B * H);
+  if (proj) take(a.dhid, T * B * R);
+  take(a.dh0, B * R);
+  if (C == Cell::LSTM) take(a.dc0, B * H);
+  f.a = &a;
+  f.dy_st = a.dy_st < 0 ? B * R : a.dy_st;
+  f.dy_sb = a.dy_st < 0 ? R : a.dy_sb;
+  f.dy_bcast = a.dy_st >= 0 && a.dy_su == 0;
+  // the carries start from dhT and dcT (any strides), or zeros
+  auto init_carry = [B](S* dst, const S* src, int64_t sb, int64_t su, int64_t n) {
+    if (src == nullptr) {
+      std::memset(static_cast<void*>(dst), 0, sizeof(S) * B * n);
+    } else if (sb < 0 || (sb == n && su == 1)) {
+      std::memcpy(dst, src, sizeof(S) * B * n);
+    } else {
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t u = 0; u < n; ++u) dst[b * n + u] = src[b * sb + u * su];
+    }
+  };
+  init_carry(a.dh0, a.dhT, a.dhT_sb, a.dhT_su, R);
+  if (C == Cell::LSTM) init_carry(a.dc0, a.dcT, a.dcT_sb, a.dcT_su, H);
   const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(
       nt, [](void* ctx, int tid, int n) { static_cast<const F*>(ctx)->run(tid, n); }, &f);
+  if (a.dw_hh != nullptr || a.db_hh != nullptr || a.dw_ih != nullptr || a.db_ih != nullptr || a.dw_hr != nullptr) {
+    WeightGrads<S> wg{&a, static_cast<int>(G)};
+    const int64_t flops = 2 * a.T * B * (G * H * (R + a.I) + (proj ? R * H : 0));
+    const int nw = flops < 400000 ? 1 : imax(1, imin(a.num_threads, ceil_div(G * H, kWgMR * N)));
+    parallel_run(
+        static_cast<int>(nw), [](void* ctx, int tid, int n) { static_cast<const WeightGrads<S>*>(ctx)->run(tid, n); },
+        &wg);
+  }
 }
 
 template <typename S>
@@ -618,15 +892,27 @@ void backward(const BackwardArgs<S>& a) {
   const int G = cell_gates(a.cell);
   check_sizes(a.T, a.B, a.H, a.R, G);
   require(a.num_threads >= 1, "num_threads must be positive");
-  if (a.B == 0) return;
-  require(a.w_hh && a.dhT && a.dh0 && a.work, "missing array");
-  require(a.T == 0 || (a.y && a.dy && a.dxp), "missing array");
+  require(a.dw_ih == nullptr || (a.x != nullptr && a.I >= 1 && a.I < (int64_t(1) << 24)),
+          "the input weights' gradient needs x and a positive input size");
+  require(a.dw_hr == nullptr || a.w_hr != nullptr, "only a projection has dw_hr");
+  if (a.B == 0) {  // no rows: the weight gradients are zero
+    const int64_t GH = G * a.H;
+    S* outs[] = {a.dw_hh, a.db_hh, a.dw_hr, a.dw_ih, a.db_ih};
+    const int64_t sizes[] = {GH * a.R, GH, a.R * a.H, GH * a.I, GH};
+    for (int i = 0; i < 5; ++i)
+      if (outs[i] != nullptr) std::memset(static_cast<void*>(outs[i]), 0, sizeof(S) * sizes[i]);
+    return;
+  }
+  require(a.w_hh && a.work, "missing array");
+  require(a.T == 0 || a.y, "missing array");
   require(a.cell == Cell::LSTM || a.w_hr == nullptr, "only LSTM has a projection");
   require((a.w_hr != nullptr) == (a.R != a.H), "R differs from H exactly when there is a projection");
-  require(a.cell != Cell::LSTM || (a.dcT && a.dc0 && a.gates && a.cs), "LSTM backward needs dcT, dc0, gates, cs");
-  require(a.w_hr == nullptr || (a.hpre && a.dhid), "LSTM projection backward needs hpre and dhid");
-  require(a.cell != Cell::GRU || (a.gates && a.cs && a.dhid), "GRU backward needs gates, cs, dhid");
-  require(a.work_size >= backward_workspace<S>(a.cell, a.B, a.H, a.R), "workspace too small");
+  require(a.cell != Cell::LSTM || (a.gates && a.cs), "LSTM backward needs gates, cs");
+  require(a.w_hr == nullptr || a.hpre, "LSTM projection backward needs hpre");
+  require(a.cell != Cell::GRU || (a.gates && a.cs), "GRU backward needs gates, cs");
+  require(a.dy_st < 0 || (a.dy_su == 0 || a.dy_su == 1), "dy's unit stride must be 0 or 1");
+  require(a.work_size >= backward_workspace<S>(a.cell, a.B, a.H, a.R) + backward_extra_workspace(a),
+          "workspace too small");
   check_lengths(a.lengths, a.B, a.T);
   switch (a.cell) {
     case Cell::LSTM: return backward_cell<S, Cell::LSTM>(a);

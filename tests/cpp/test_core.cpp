@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "../../csrc/cpu/kernels.h"
@@ -167,11 +168,16 @@ void check_shape(const Shape& s) {
   Vec dhid(s.cell == Cell::GRU ? T * B * H : (s.proj ? T * B * R : 0));
   Vec work(k.backward_workspace(s.cell, B, H, R));
   Vec whh_c = whh, whr_c = whr, h0_c = h0, c0_c = c0;
+  // the weight gradients too (exact sizes; NaN-filled: every entry must be written)
+  Vec dwhh(G * H * R, NAN), dbhh(G * H, NAN), dwhr(s.proj ? R * H : 0, NAN);
   BackwardArgs<double> a{s.cell, T, B, H, R, s.reverse, whh_c.data(), ptr_or_null(whr_c), ptr_or_null(h0_c),
                          ptr_or_null(c0_c), s.lengths ? len.data() : nullptr, yd.data(), ptr_or_null(g),
                          ptr_or_null(cs), ptr_or_null(hp), dy.data(), dhT.data(), ptr_or_null(dcT), dxp.data(),
                          ptr_or_null(dhid), dh0.data(), ptr_or_null(dc0), work.data(),
-                         static_cast<int64_t>(work.size()), 1};
+                         static_cast<int64_t>(work.size()), s.B > 4 ? 3 : 1};
+  a.dw_hh = dwhh.data();
+  a.db_hh = dbhh.data();
+  a.dw_hr = ptr_or_null(dwhr);
   k.backward(a);
   const double eps = 1e-6;
   auto fd = [&](Vec& v, size_t i, auto&& f) {
@@ -201,6 +207,48 @@ void check_shape(const Shape& s) {
     expect_close("dh0", s, dh0[i], fd(h0_c, i, [&] { return loss(xp, h0_c, c0); }), 1e-5);
   for (size_t i : indices(c0.size()))
     expect_close("dc0", s, dc0[i], fd(c0_c, i, [&] { return loss(xp, h0, c0_c); }), 1e-5);
+  // Again with the gradients in other layouts (dy batch-first, dhT and dcT transposed) and no
+  // dxp/dhid/dh0/dc0 outputs (the loop keeps them in scratch, sized exactly): the same sums.
+  {
+    Vec dy_bf(T * B * R), dhT_t(B * R), dcT_t(dcT.size());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t u = 0; u < R; ++u) dy_bf[(b * T + t) * R + u] = dy[(t * B + b) * R + u];
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t u = 0; u < R; ++u) dhT_t[u * B + b] = dhT[b * R + u];
+    for (int64_t b = 0; b < (lstm ? B : 0); ++b)
+      for (int64_t u = 0; u < H; ++u) dcT_t[u * B + b] = dcT[b * H + u];
+    Vec dwhh2(G * H * R, NAN), dbhh2(G * H, NAN), dwhr2(s.proj ? R * H : 0, NAN);
+    BackwardArgs<double> a2 = a;
+    a2.dy = dy_bf.data();
+    a2.dhT = dhT_t.data();
+    a2.dcT = ptr_or_null(dcT_t);
+    a2.dy_st = R;
+    a2.dy_sb = T * R;
+    a2.dy_su = 1;
+    a2.dhT_sb = 1;
+    a2.dhT_su = B;
+    a2.dcT_sb = 1;
+    a2.dcT_su = B;
+    a2.dxp = a2.dhid = a2.dh0 = a2.dc0 = nullptr;
+    a2.dw_hh = dwhh2.data();
+    a2.db_hh = dbhh2.data();
+    a2.dw_hr = ptr_or_null(dwhr2);
+    Vec work2(k.backward_workspace(s.cell, B, H, R) + cpu::backward_extra_workspace(a2));
+    a2.work = work2.data();
+    a2.work_size = static_cast<int64_t>(work2.size());
+    k.backward(a2);
+    for (size_t i = 0; i < dwhh.size(); ++i) expect_close("strided dw_hh", s, dwhh2[i], dwhh[i], 1e-12);
+    for (size_t i = 0; i < dbhh.size(); ++i) expect_close("strided db_hh", s, dbhh2[i], dbhh[i], 1e-12);
+    for (size_t i = 0; i < dwhr.size(); ++i) expect_close("strided dw_hr", s, dwhr2[i], dwhr[i], 1e-12);
+  }
+  // loss() reads whh, bhh and whr by reference
+  for (size_t i : indices(whh.size()))
+    expect_close("dw_hh", s, dwhh[i], fd(whh, i, [&] { return loss(xp, h0, c0); }), 1e-5);
+  for (size_t i : indices(bhh.size()))
+    expect_close("db_hh", s, dbhh[i], fd(bhh, i, [&] { return loss(xp, h0, c0); }), 1e-5);
+  for (size_t i : indices(whr.size()))
+    expect_close("dw_hr", s, dwhr[i], fd(whr, i, [&] { return loss(xp, h0, c0); }), 1e-5);
 }
 
 void check_rejects() {
@@ -226,6 +274,11 @@ void check_rejects() {
 }
 
 }  // namespace
+
+void check_fused_backward(const Shape& s, int64_t I, const Vec& x, const Vec& wih, const Vec& bih, const Vec& whh,
+                          const Vec& whr, const Vec& bhh, const Vec& h0, const Vec& c0,
+                          const std::vector<int64_t>& len, Vec& xs, Vec& ws, Vec& wr, Vec& h, Vec& c, Vec& yo,
+                          Vec& gates, Vec& cs, Vec& hpre, int threads);
 
 // The fused input projection (ForwardArgs::x): x stored batch-first ([B][T][I], the strided
 // case), xp = x W_ih^T + b_ih computed here, outputs against the plain loop on that xp.
@@ -270,6 +323,70 @@ void check_fused_as(const Shape& s, int64_t I, bool training, int threads, doubl
   for (size_t i = 0; i < y.size(); ++i) expect_close("fused y", s, yo[i], y[i], tol);
   for (size_t i = 0; i < hT.size(); ++i) expect_close("fused hT", s, ho[i], hT[i], tol);
   for (size_t i = 0; i < cT.size(); ++i) expect_close("fused cT", s, co[i], cT[i], tol);
+  if constexpr (std::is_same<S, double>::value) {
+    if (training && gated) check_fused_backward(s, I, x, wih, bih, whh, whr, bhh, h0, c0, len, xs, ws, wr, h, c, yo,
+                                                gates, cs, hpre, threads);
+  }
+}
+
+// Backward after a fused forward (check_fused_as): the input weights' gradients, read from the
+// batch-first x, against central differences in w_ih and b_ih of L = <dy,y> + <dhT,hT> + <dcT,cT>.
+void check_fused_backward(const Shape& s, int64_t I, const Vec& x, const Vec& wih, const Vec& bih, const Vec& whh,
+                          const Vec& whr, const Vec& bhh, const Vec& h0, const Vec& c0,
+                          const std::vector<int64_t>& len, Vec& xs, Vec& ws, Vec& wr, Vec& h, Vec& c, Vec& yo,
+                          Vec& gates, Vec& cs, Vec& hpre, int threads) {
+  const int64_t T = s.T, B = s.B, H = s.H, R = s.R, G = gates_of(s.cell);
+  const bool lstm = s.cell == Cell::LSTM;
+  const auto& k = cpu::kernels(0.0);
+  // Backward with the input weights' gradients, read from the strided x, against central
+  // differences of L = <dy,y> + <dhT,hT> + <dcT,cT> in w_ih and b_ih.
+  Vec dy = randn(T * B * R), dhT = randn(B * R), dcT = lstm ? randn(B * H) : Vec();
+  auto loss = [&](const Vec& wih_, const Vec& bih_) {
+    Vec xq(T * B * G * H), yy, hh, cc;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t m = 0; m < G * H; ++m) {
+          double acc = bih_[m];
+          for (int64_t i = 0; i < I; ++i) acc += x[(b * T + t) * I + i] * wih_[m * I + i];
+          xq[(t * B + b) * G * H + m] = acc;
+        }
+    reference(s, xq, whh, whr, bhh, h0, c0, len, yy, hh, cc);
+    double L = 0;
+    for (size_t i = 0; i < yy.size(); ++i) L += dy[i] * yy[i];
+    for (size_t i = 0; i < hh.size(); ++i) L += dhT[i] * hh[i];
+    for (size_t i = 0; i < cc.size(); ++i) L += dcT[i] * cc[i];
+    return L;
+  };
+  Vec dxp(T * B * G * H), dh0(B * R), dc0(lstm ? B * H : 0);
+  Vec dhid(s.cell == Cell::GRU ? T * B * H : (s.proj ? T * B * R : 0));
+  Vec bwork(k.backward_workspace(s.cell, B, H, R));
+  Vec dwih(G * H * I, NAN), dbih(G * H, NAN);
+  BackwardArgs<double> ba{s.cell, T, B, H, R, s.reverse, ws.data(), ptr_or_null(wr), ptr_or_null(h),
+                          ptr_or_null(c), s.lengths ? len.data() : nullptr, yo.data(), ptr_or_null(gates),
+                          ptr_or_null(cs), ptr_or_null(hpre), dy.data(), dhT.data(), ptr_or_null(dcT),
+                          dxp.data(), ptr_or_null(dhid), dh0.data(), ptr_or_null(dc0), bwork.data(),
+                          static_cast<int64_t>(bwork.size()), threads};
+  ba.x = xs.data();
+  ba.I = I;
+  ba.x_st = I;
+  ba.x_sb = T * I;
+  ba.dw_ih = dwih.data();
+  ba.db_ih = dbih.data();
+  k.backward(ba);
+  const double eps = 1e-6;
+  std::uniform_int_distribution<size_t> pick_w(0, wih.size() - 1), pick_b(0, bih.size() - 1);
+  for (int rep = 0; rep < 6; ++rep) {
+    const size_t i = wih.size() <= 24 ? rep * wih.size() / 6 : pick_w(rng);
+    Vec wp = wih, wm = wih;
+    wp[i] += eps;
+    wm[i] -= eps;
+    expect_close("fused dw_ih", s, dwih[i], (loss(wp, bih) - loss(wm, bih)) / (2 * eps), 1e-5);
+    const size_t j = pick_b(rng);
+    Vec bp = bih, bm = bih;
+    bp[j] += eps;
+    bm[j] -= eps;
+    expect_close("fused db_ih", s, dbih[j], (loss(wih, bp) - loss(wih, bm)) / (2 * eps), 1e-5);
+  }
 }
 
 void check_fused(const Shape& s, int64_t I) {
