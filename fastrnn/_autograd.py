@@ -144,15 +144,17 @@ class LayerFunction(torch.autograd.Function):
 
         (x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      b_*, h0, c0: None allowed
 
+    ``stacked`` (last argument): hT, cT shaped [1,B,R], [1,B,H], a single layer's h_n and c_n.
+
     No separate addmm node: forward is one native call; so is backward, weight and bias
     gradients included (these layers are small: torch's mm, sum and slicing nodes cost
     several times the loop). Only dx, when needed, is torch's mm.
     """
 
     @staticmethod
-    def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0):
+    def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked=False):
         y, hT, cT, saved = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse,
-                                                  True)
+                                                  True, stacked=stacked)
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None: zeros in the loop
         ctx.mode = mode
         ctx.reverse = reverse

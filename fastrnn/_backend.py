@@ -167,13 +167,15 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
 
 
 def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool,
-                  hT=None, cT=None):
+                  hT=None, cT=None, stacked: bool = False):
     """One layer and direction on the CPU with the input projection inside the native loop.
 
     x: [T,B,I] with unit stride along I (any strides across T and B, e.g. a batch_first
     view); w_ih [G*H,I], b_ih [G*H] or None; the rest as in ``forward``, all contiguous and
     of x's dtype: the callers (fastrnn.functional) built and checked them, the core re-checks
     the sizes. Scratch memory is the core's own (a per-thread buffer reused across calls).
+    ``stacked``: hT and cT made here come as [1,B,R] / [1,B,H] (a single layer's h_n, c_n,
+    without an unsqueeze node in the graph).
     """
     T, B, I = x.shape
     GH, R = w_hh.shape
@@ -181,10 +183,10 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
     new = x.new_empty
     y = new((T, B, R))
     if hT is None:
-        hT = new((B, R))
+        hT = new((1, B, R) if stacked else (B, R))
     lstm = mode == "LSTM"
     if cT is None and lstm:
-        cT = new((B, H))
+        cT = new((1, B, H) if stacked else (B, H))
     gates = cs = hpre = None
     if training:
         if lstm or mode == "GRU":
@@ -284,19 +286,20 @@ def backward(mode, w_hh, w_hr, h0, c0, lengths, reverse: bool, y, saved, dy, dhT
     return dxp, dhid, dh0, dc0
 
 
-def _grad_in(g, dt, unit_ok):
-    """An incoming gradient as (tensor or None, strides) for the native loop: torch's strides
-    as they are (an expanded sum gradient has stride 0 everywhere) where ``unit_ok(stride of
-    the last dimension)``, else a dense copy; the dtype of the saved tensors."""
+def _grad_in(g, dt, unit_ok, ndim):
+    """An incoming gradient as (tensor or None, its last ``ndim`` strides) for the native loop:
+    torch's strides as they are (an expanded sum gradient has stride 0 everywhere) where
+    ``unit_ok(stride, size of the last dimension)``, else a dense copy; the dtype of the saved
+    tensors."""
     if g is None:
-        return None, (-1, 0, 1)
+        return None, (-1, 0, 1)[:ndim]
     if g.dtype != dt:
         g = g.to(dt)
     st = g.stride()
     if not unit_ok(st[-1], g.shape[-1]):
         g = g.contiguous()
         st = g.stride()
-    return g, st
+    return g, st[-ndim:]
 
 
 def _dy_unit(su, n):  # the loop reads dy's rows as vectors (unit stride 1) or broadcasts (0)
@@ -311,7 +314,7 @@ def backward_fused(mode, reverse, lengths, need, x, w_ih, w_hh, w_hr, h0, c0, y,
     """Backward of ``forward_fused`` in one native call, the weight and bias gradients included.
 
     ``need``: LayerFunction's needs_input_grad (mode, reverse, lengths, x, w_ih, b_ih, w_hh,
-    w_hr, b_hh, h0, c0); returns its backward's gradients in that order. The incoming
+    w_hr, b_hh, h0, c0, stacked); returns its backward's gradients in that order. The incoming
     gradients go in with torch's strides (no dense copies); outputs nobody asked for (dxp
     without dx, dh0, dc0) stay in the core's scratch. dx, when needed, is torch's mm.
     """
@@ -321,12 +324,14 @@ def backward_fused(mode, reverse, lengths, need, x, w_ih, w_hh, w_hr, h0, c0, y,
     H = GH // GATES[mode]
     dt = y.dtype
     # (torch hands over gradients of our outputs' shapes; checked all the same: the loop trusts them)
-    dy, (dy_st, dy_sb, dy_su) = _grad_in(dy, dt, _dy_unit)
-    dhT, (dhT_sb, dhT_su) = _grad_in(dhT, dt, _any_unit) if dhT is not None else (None, (-1, 1))
+    # (dhT, dcT: [B,R], [B,H], or with a leading 1 when the forward was stacked)
+    dy, (dy_st, dy_sb, dy_su) = _grad_in(dy, dt, _dy_unit, 3)
+    dhT, (dhT_sb, dhT_su) = _grad_in(dhT, dt, _any_unit, 2)
     lstm = mode == "LSTM"
-    dcT, (dcT_sb, dcT_su) = _grad_in(dcT, dt, _any_unit) if (lstm and dcT is not None) else (None, (-1, 1))
-    if (dy is not None and dy.shape != y.shape) or (dhT is not None and dhT.shape != (B, R)) \
-            or (dcT is not None and dcT.shape != (B, H)):
+    dcT, (dcT_sb, dcT_su) = _grad_in(dcT if lstm else None, dt, _any_unit, 2)
+    if (dy is not None and dy.shape != y.shape) \
+            or (dhT is not None and (dhT.shape[-2:] != (B, R) or dhT.dim() > 3 or dhT.numel() != B * R)) \
+            or (dcT is not None and (dcT.shape[-2:] != (B, H) or dcT.dim() > 3 or dcT.numel() != B * H)):
         raise RuntimeError("fastrnn: gradient shapes do not match the outputs")
     if dy is not None and dy_su != 0 and R == 1:
         dy_su = 1
@@ -349,7 +354,7 @@ def backward_fused(mode, reverse, lengths, need, x, w_ih, w_hh, w_hr, h0, c0, y,
         dy_st, dy_sb, dy_su, dhT_sb, dhT_su, dcT_sb, dcT_su,
     )
     dx = dxp.view(T * B, GH).mm(w_ih).view(T, B, x.shape[2]) if dxp is not None else None
-    return None, None, None, dx, d_wih, d_bih, d_whh, d_whr, d_bhh, dh0, dc0
+    return None, None, None, dx, d_wih, d_bih, d_whh, d_whr, d_bhh, dh0, dc0, None
 
 
 def info() -> dict:

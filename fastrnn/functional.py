@@ -28,11 +28,12 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
 FUSE_MAX_MACS = 1 << 18
 
 
-def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None):
+def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None, stacked=False):
     """One layer, one direction: the native loop, with the input projection fused into it for
     small layers on the CPU, else torch's addmm before it.
 
     h0/c0: [B,R]/[B,H] or None (zeros). hT/cT: optional output tensors (inference only).
+    ``stacked``: the final states may come as [1,B,R] / [1,B,H] (the caller checks the dim).
     """
     w_ih, w_hh = params[0], params[1]
     b_ih = params[2] if bias else None
@@ -57,7 +58,7 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
             or (w_hr is not None and w_hr.requires_grad)
             or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)
         ):
-            out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0)
+            out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked)
             return out if mode == "LSTM" else (out[0], out[1], None)
         y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False,
                                               hT, cT)
@@ -129,6 +130,7 @@ def rnn(
     h_out = None if grad else input.new_empty((num_layers * D, B, R))
     c_out = None if (grad or not lstm) else input.new_empty((num_layers * D, B, H))
     h_n, c_n = [], []
+    single = grad and num_layers * D == 1  # h_n, c_n may come stacked from the Function itself
     layer_in = input
     for layer in range(num_layers):
         outs = []
@@ -139,6 +141,7 @@ def rnn(
                 None if hx is None else hx[k], None if cx is None else cx[k], lengths, d == 1,
                 None if h_out is None else (h_out[k] if k else h_out),
                 None if c_out is None else (c_out[k] if k else c_out),
+                single,
             )
             outs.append(y)
             h_n.append(hT)
@@ -149,9 +152,9 @@ def rnn(
     # Outputs of an autograd Function are stacked (keeping the graph); in inference they
     # were written in place already.
     if grad:
-        if len(h_n) == 1:  # a view keeps the graph as stack would, for less
-            h_out = h_n[0].unsqueeze(0)
-            c_out = c_n[0].unsqueeze(0) if lstm else None
+        if len(h_n) == 1:  # already [1,B,R] (stacked), or a view keeps the graph as stack would
+            h_out = h_n[0] if h_n[0].dim() == 3 else h_n[0].unsqueeze(0)
+            c_out = (c_n[0] if c_n[0].dim() == 3 else c_n[0].unsqueeze(0)) if lstm else None
         else:
             h_out = torch.stack(h_n)
             c_out = torch.stack(c_n) if lstm else None
