@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "../core/dispatch.h"
@@ -25,19 +26,27 @@ S* ptr(uintptr_t p) {
 }
 
 // Scratch for a call given no workspace (work == 0): a per-thread buffer kept across calls up
-// to kCachedScratch elements (no allocation per call for small layers), a fresh one above.
+// to kCachedScratch elements (no allocation per call for small layers), a fresh one above,
+// left uninitialized (the kernels write before they read; zeroing megabytes per call cost
+// as much as a small layer's loop).
 // The kernel runs on the calling thread's stack of arguments, so a thread never shares it.
 // Aligned to 64 bytes like torch's allocations: packed panels then never split a vector load
 // across cache lines.
 template <typename S>
-S* scratch(int64_t n, std::vector<S>& fresh) {
+S* scratch(int64_t n, std::unique_ptr<S[]>& fresh) {
   constexpr int64_t kCachedScratch = int64_t(1) << 18;  // 1 MiB of float kept per thread
   constexpr int64_t kPad = 64 / sizeof(S);
   static thread_local std::vector<S> cache;
   if (n < 1) n = 1;
-  std::vector<S>& buf = n > kCachedScratch ? fresh : cache;
-  if (static_cast<int64_t>(buf.size()) < n + kPad) buf.resize(static_cast<size_t>(n + kPad));
-  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  S* base;
+  if (n > kCachedScratch) {
+    fresh.reset(new S[static_cast<size_t>(n + kPad)]);
+    base = fresh.get();
+  } else {
+    if (static_cast<int64_t>(cache.size()) < n + kPad) cache.resize(static_cast<size_t>(n + kPad));
+    base = cache.data();
+  }
+  const uintptr_t p = reinterpret_cast<uintptr_t>(base);
   return reinterpret_cast<S*>((p + 63) & ~uintptr_t(63));
 }
 
@@ -67,7 +76,7 @@ void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bo
                      ptr<S>(y),  ptr<S>(hT),  ptr<S>(cT),  ptr<S>(gates), ptr<S>(cs), ptr<S>(hpre),
                      ptr<S>(work), work_size, num_threads, prepacked,
                      ptr<const S>(x), ptr<const S>(w_ih), ptr<const S>(b_ih), I, x_st, x_sb};
-    std::vector<S> fresh;
+    std::unique_ptr<S[]> fresh;
     if (work == 0) {
       require(T >= 0 && B >= 0 && H >= 0 && R >= 0 && I >= 0, "sizes must be non-negative");
       a.work_size = k.forward_workspace(a.cell, B, H, R) +
@@ -99,7 +108,7 @@ void backward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, b
                       ptr<S>(db_ih),      dy_st,              dy_sb,              dy_su,
                       dhT_sb,             dhT_su,             dcT_sb,             dcT_su};
     const auto& k = cpu::kernels(s);
-    std::vector<S> fresh;
+    std::unique_ptr<S[]> fresh;
     if (work == 0) {
       require(T >= 0 && B >= 0 && H >= 0 && R >= 0, "sizes must be non-negative");
       require(H < (int64_t(1) << 24) && R < (int64_t(1) << 24) && (B == 0 || T <= (int64_t(1) << 40) / B),

@@ -595,6 +595,7 @@ struct Backward {
 constexpr int kWgMR = 4;
 constexpr int kWgNR = kVecBytes == 64 ? 2 : 3;
 constexpr int64_t kWgKC = 128;
+constexpr int64_t kWgMB = 64;  // rows of dW per packed group (a multiple of kWgMR)
 // dW with at most this many columns (narrow inputs): vectors along dW's rows instead.
 constexpr int64_t kWgNarrow = 4;
 
@@ -627,21 +628,19 @@ struct StridedRows {
   }
 };
 
-// C[m..m+mrows)[n0..n0+nn) (+)= sum_j ap[j][r] * bp[j][n0..n0+nn) over the nk gathered rows j:
-// ap the tile's dG block packed [nk][kWgMR], bp the right-hand rows; NV vectors of columns
-// (nn > (NV-1)*N).
+// C[m..m+mrows)[n0..n0+nn) (+)= sum_j ap[j][r] * bk[j][0..nn) over the nk gathered rows j:
+// ap the tile's dG block packed [nk][kWgMR], bk the rows' column slice packed [nk][NV*N]
+// (zero past nn); NV vectors of columns (nn > (NV-1)*N).
 template <typename S, int NV>
-FASTRNN_INLINE void wg_tile(const S* ap, const S* const* bp, int64_t nk, int64_t m, int64_t mrows, int64_t n0,
+FASTRNN_INLINE void wg_tile(const S* ap, const S* bk, int64_t nk, int64_t m, int64_t mrows, int64_t n0,
                             int64_t nn, S* C, int64_t ldc, bool first) {
   constexpr int N = V<S>::N;
   typedef vec_t<S> vec;
   vec acc[kWgMR][NV] = {};
-  const int64_t tail = nn - (NV - 1) * N;  // lanes of the last vector
   for (int64_t j = 0; j < nk; ++j) {
-    const S* src = bp[j] + n0;
+    const S* src = bk + j * NV * N;
     vec bv[NV];
-    for (int v = 0; v + 1 < NV; ++v) bv[v] = load(src + v * N);
-    bv[NV - 1] = load_n(src + (NV - 1) * N, tail);
+    for (int v = 0; v < NV; ++v) bv[v] = load(src + v * N);
     const S* a = ap + j * kWgMR;
     for (int r = 0; r < kWgMR; ++r) {
       const S av = a[r];
@@ -649,6 +648,7 @@ FASTRNN_INLINE void wg_tile(const S* ap, const S* const* bp, int64_t nk, int64_t
     }
   }
   // (constant indices only: a runtime index into acc would keep it in memory, not registers)
+  const int64_t tail = nn - (NV - 1) * N;  // lanes of the last vector
   for (int r = 0; r < kWgMR; ++r) {
     if (r >= mrows) break;
     for (int v = 0; v < NV; ++v) {
@@ -706,12 +706,15 @@ void wg_gemm(const S* A, int64_t lda, int64_t m0, int64_t m1, int64_t T, int64_t
     default: break;
   }
   static_assert(kWgNarrow == 4, "wg_gemm's switch covers the narrow widths");
-  // Rows in blocks of kWgKC: the active ones gathered (pointers), then per tile of kWgMR rows
-  // of dW its dG block packed contiguously (dG's rows are G*H apart: walking them down for
-  // every tile of columns thrashed L1's sets), then every tile of columns over them.
+  // Rows in blocks of kWgKC: the active ones gathered (pointers); then per group of kWgMB
+  // rows of dW their dG block packed contiguously, [tile][row j][kWgMR] (dG's rows are G*H
+  // apart: walking them down thrashed L1's sets), and per tile of columns the rows' slice
+  // packed too ([j][NV*N], zero-padded; rows R apart alias in L1 just the same), which every
+  // tile of the group then reads from L1.
   const S* bp[kWgKC];
   const S* ar[kWgKC];
-  alignas(64) S ap[kWgKC * kWgMR];
+  alignas(64) S ap[kWgKC * kWgMB];
+  alignas(64) S bk[kWgKC * kWgNR * VN];
   const int64_t K = T * B;
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kWgKC) {
     const bool first = k0 == 0;
@@ -722,19 +725,33 @@ void wg_gemm(const S* A, int64_t lda, int64_t m0, int64_t m1, int64_t T, int64_t
       bp[nk] = src;
       ar[nk++] = A + k * lda;
     }
-    for (int64_t m = m0; m < m1; m += kWgMR) {
-      const int64_t mrows = imin(int64_t(kWgMR), m1 - m);
-      for (int64_t j = 0; j < nk; ++j)
-        for (int r = 0; r < kWgMR; ++r) ap[j * kWgMR + r] = ar[j][m + imin(int64_t(r), mrows - 1)];
+    for (int64_t mg = m0; mg < m1; mg += kWgMB) {
+      const int64_t mge = imin(m1, mg + kWgMB);
+      for (int64_t m = mg; m < mge; m += kWgMR) {
+        const int64_t mrows = imin(int64_t(kWgMR), mge - m);
+        S* apt = ap + (m - mg) * nk;
+        if (mrows == kWgMR) {
+          for (int64_t j = 0; j < nk; ++j) std::memcpy(apt + j * kWgMR, ar[j] + m, sizeof(S) * kWgMR);
+        } else {
+          for (int64_t j = 0; j < nk; ++j)
+            for (int r = 0; r < kWgMR; ++r) apt[j * kWgMR + r] = ar[j][m + imin(int64_t(r), mrows - 1)];
+        }
+      }
       for (int64_t n0 = 0; n0 < N; n0 += kWgNR * VN) {
         const int64_t nn = imin(int64_t(kWgNR * VN), N - n0);
-        const int64_t nv = ceil_div(nn, VN);
-        if (nv >= 3 && kWgNR >= 3)
-          wg_tile<S, kWgNR >= 3 ? 3 : 1>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
-        else if (nv == 2)
-          wg_tile<S, 2>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
-        else
-          wg_tile<S, 1>(ap, bp, nk, m, mrows, n0, nn, C, ldc, first);
+        const int64_t nv = ceil_div(nn, VN), w = nv * VN;
+        for (int64_t j = 0; j < nk; ++j)
+          for (int64_t u = 0; u < w; u += VN) store(bk + j * w + u, load_n(bp[j] + n0 + u, nn - u));
+        for (int64_t m = mg; m < mge; m += kWgMR) {
+          const int64_t mrows = imin(int64_t(kWgMR), mge - m);
+          const S* apt = ap + (m - mg) * nk;
+          if (nv >= 3 && kWgNR >= 3)
+            wg_tile<S, kWgNR >= 3 ? 3 : 1>(apt, bk, nk, m, mrows, n0, nn, C, ldc, first);
+          else if (nv == 2)
+            wg_tile<S, 2>(apt, bk, nk, m, mrows, n0, nn, C, ldc, first);
+          else
+            wg_tile<S, 1>(apt, bk, nk, m, mrows, n0, nn, C, ldc, first);
+        }
       }
     }
     if (k0 + kWgKC >= K) break;
