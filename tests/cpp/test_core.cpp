@@ -102,6 +102,29 @@ void expect_close(const char* what, const Shape& s, double got, double want, dou
   }
 }
 
+// xp = x W_ih^T + b_ih for x stored batch-first ([B][T][I]).
+Vec project_batch_first(const Shape& s, int64_t I, const Vec& x, const Vec& wih, const Vec& bih) {
+  const int64_t T = s.T, B = s.B, GH = gates_of(s.cell) * s.H;
+  Vec xp(T * B * GH);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t m = 0; m < GH; ++m) {
+        double acc = bih[m];
+        for (int64_t i = 0; i < I; ++i) acc += x[(b * T + t) * I + i] * wih[m * I + i];
+        xp[(t * B + b) * GH + m] = acc;
+      }
+  return xp;
+}
+
+// L = <dy,y> + <dhT,hT> + <dcT,cT>: backward's incoming gradients as a scalar loss.
+double dot_loss(const Vec& dy, const Vec& dhT, const Vec& dcT, const Vec& y, const Vec& hT, const Vec& cT) {
+  double L = 0;
+  for (size_t i = 0; i < y.size(); ++i) L += dy[i] * y[i];
+  for (size_t i = 0; i < hT.size(); ++i) L += dhT[i] * hT[i];
+  for (size_t i = 0; i < cT.size(); ++i) L += dcT[i] * cT[i];
+  return L;
+}
+
 template <typename S>
 void run_forward(const Shape& s, const Vec& xp, const Vec& whh, const Vec& whr, const Vec& bhh, const Vec& h0,
                  const Vec& c0, const std::vector<int64_t>& len, bool training, std::vector<S>& y,
@@ -155,11 +178,7 @@ void check_shape(const Shape& s) {
   auto loss = [&](const Vec& xp_, const Vec& h0_, const Vec& c0_) {
     Vec yy, hh, cc;
     reference(s, xp_, whh, whr, bhh, h0_, c0_, len, yy, hh, cc);
-    double L = 0;
-    for (size_t i = 0; i < yy.size(); ++i) L += dy[i] * yy[i];
-    for (size_t i = 0; i < hh.size(); ++i) L += dhT[i] * hh[i];
-    for (size_t i = 0; i < cc.size(); ++i) L += dcT[i] * cc[i];
-    return L;
+    return dot_loss(dy, dhT, dcT, yy, hh, cc);
   };
   std::vector<double> yd, hd, cd, g, cs, hp;
   run_forward<double>(s, xp, whh, whr, bhh, h0, c0, len, true, yd, hd, cd, g, cs, hp, 1);
@@ -200,13 +219,14 @@ void check_shape(const Shape& s) {
     }
     return idx;
   };
+  // every sampled entry of `got` against central differences of the loss in `v`
+  auto check_fd = [&](const char* what, const Vec& got, Vec& v, auto&& f) {
+    for (size_t i : indices(v.size())) expect_close(what, s, got[i], fd(v, i, f), 1e-5);
+  };
   Vec xp_c = xp;
-  for (size_t i : indices(xp.size()))
-    expect_close("dxp", s, dxp[i], fd(xp_c, i, [&] { return loss(xp_c, h0, c0); }), 1e-5);
-  for (size_t i : indices(h0.size()))
-    expect_close("dh0", s, dh0[i], fd(h0_c, i, [&] { return loss(xp, h0_c, c0); }), 1e-5);
-  for (size_t i : indices(c0.size()))
-    expect_close("dc0", s, dc0[i], fd(c0_c, i, [&] { return loss(xp, h0, c0_c); }), 1e-5);
+  check_fd("dxp", dxp, xp_c, [&] { return loss(xp_c, h0, c0); });
+  check_fd("dh0", dh0, h0_c, [&] { return loss(xp, h0_c, c0); });
+  check_fd("dc0", dc0, c0_c, [&] { return loss(xp, h0, c0_c); });
   // Again with the gradients in other layouts (dy batch-first, dhT and dcT transposed) and no
   // dxp/dhid/dh0/dc0 outputs (the loop keeps them in scratch, sized exactly): the same sums.
   {
@@ -243,12 +263,10 @@ void check_shape(const Shape& s) {
     for (size_t i = 0; i < dwhr.size(); ++i) expect_close("strided dw_hr", s, dwhr2[i], dwhr[i], 1e-12);
   }
   // loss() reads whh, bhh and whr by reference
-  for (size_t i : indices(whh.size()))
-    expect_close("dw_hh", s, dwhh[i], fd(whh, i, [&] { return loss(xp, h0, c0); }), 1e-5);
-  for (size_t i : indices(bhh.size()))
-    expect_close("db_hh", s, dbhh[i], fd(bhh, i, [&] { return loss(xp, h0, c0); }), 1e-5);
-  for (size_t i : indices(whr.size()))
-    expect_close("dw_hr", s, dwhr[i], fd(whr, i, [&] { return loss(xp, h0, c0); }), 1e-5);
+  const auto at_weights = [&] { return loss(xp, h0, c0); };
+  check_fd("dw_hh", dwhh, whh, at_weights);
+  check_fd("db_hh", dbhh, bhh, at_weights);
+  check_fd("dw_hr", dwhr, whr, at_weights);
 }
 
 void check_rejects() {
@@ -295,14 +313,7 @@ void check_fused_as(const Shape& s, int64_t I, bool training, int threads, doubl
   // even batches: non-increasing lengths (a padded PackedSequence), where the kernels run
   // each step's GEMM over the active rows only
   if (B % 2 == 0) std::sort(len.begin(), len.end(), [](int64_t x, int64_t y) { return x > y; });
-  Vec xp(T * B * G * H);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t m = 0; m < G * H; ++m) {
-        double acc = bih[m];
-        for (int64_t i = 0; i < I; ++i) acc += x[(b * T + t) * I + i] * wih[m * I + i];
-        xp[(t * B + b) * G * H + m] = acc;
-      }
+  const Vec xp = project_batch_first(s, I, x, wih, bih);
   Vec y, hT, cT;
   reference(s, xp, whh, whr, bhh, h0, c0, len, y, hT, cT);
   const auto& k = cpu::kernels(S{});
@@ -342,20 +353,9 @@ void check_fused_backward(const Shape& s, int64_t I, const Vec& x, const Vec& wi
   // differences of L = <dy,y> + <dhT,hT> + <dcT,cT> in w_ih and b_ih.
   Vec dy = randn(T * B * R), dhT = randn(B * R), dcT = lstm ? randn(B * H) : Vec();
   auto loss = [&](const Vec& wih_, const Vec& bih_) {
-    Vec xq(T * B * G * H), yy, hh, cc;
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t m = 0; m < G * H; ++m) {
-          double acc = bih_[m];
-          for (int64_t i = 0; i < I; ++i) acc += x[(b * T + t) * I + i] * wih_[m * I + i];
-          xq[(t * B + b) * G * H + m] = acc;
-        }
-    reference(s, xq, whh, whr, bhh, h0, c0, len, yy, hh, cc);
-    double L = 0;
-    for (size_t i = 0; i < yy.size(); ++i) L += dy[i] * yy[i];
-    for (size_t i = 0; i < hh.size(); ++i) L += dhT[i] * hh[i];
-    for (size_t i = 0; i < cc.size(); ++i) L += dcT[i] * cc[i];
-    return L;
+    Vec yy, hh, cc;
+    reference(s, project_batch_first(s, I, x, wih_, bih_), whh, whr, bhh, h0, c0, len, yy, hh, cc);
+    return dot_loss(dy, dhT, dcT, yy, hh, cc);
   };
   Vec dxp(T * B * G * H), dh0(B * R), dc0(lstm ? B * H : 0);
   Vec dhid(s.cell == Cell::GRU ? T * B * H : (s.proj ? T * B * R : 0));
