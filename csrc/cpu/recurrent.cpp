@@ -50,9 +50,12 @@ inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
   *end = *begin + chunk + (tid < rest ? 1 : 0);
 }
 
-// Threads worth using for a loop of `panels` panels with `flops` per step.
+// Threads worth using for a loop of `panels` panels with `flops` per step. (With the spin
+// barrier, 30k flops per step already gain from a second thread: batch-1 RNN H=128
+// 219 -> 183 us, LSTM H=64 130 -> 96 us; at the tutorial sizes, 12-16k, a Python-level call
+// gained nothing: the workers' wake-up ate it.)
 inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
-  if (requested <= 1 || flops_per_step < 60000) return 1;
+  if (requested <= 1 || flops_per_step < 30000) return 1;
   int64_t nt = requested;
   if (nt > panels) nt = panels;
   return nt < 1 ? 1 : static_cast<int>(nt);
