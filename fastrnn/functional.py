@@ -21,11 +21,14 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
     return 2 + (2 if bias else 0) + (1 if proj else 0)
 
 
-# Largest input projection (multiply-adds, T*B*I*G*H) that the native loop computes itself:
-# there the saved addmm call and its autograd node (tens of microseconds) outweigh the
-# projection; above it torch's addmm (MKL) is the faster GEMM (measured: RNN
-# (200,1,128,128) 544 us fused vs 414 us with addmm; LSTM (15,5,1,20) 52 vs 66 us).
-FUSE_MAX_MACS = 1 << 18
+# Largest input projection (multiply-adds, T*B*I*G*H) that the native loop computes itself,
+# its backward then computing the weight gradients too (one native call each way, no addmm
+# node, no mm/sum nodes). Alternating A/B against torch's addmm + GEMMs, 2 threads: fused was
+# faster for every cell up to 2^23 (e.g. LSTM (15,5,50,50) train 594 -> 435 us, GRU
+# (20,8,32,64) 720 -> 515 us, RNN (100,1,128,128) 764 -> 599 us; inference 4-26 %); above it
+# mixed (RNN (100,32,64,128) inference 1.64 -> 1.73 ms) and from ~10^8 with wide inputs
+# slower (LSTM (50,32,256,256) train 37.6 -> 42.4 ms): MKL is the faster GEMM there.
+FUSE_MAX_MACS = 1 << 23
 
 
 def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None, stacked=False):

@@ -38,3 +38,14 @@ def make_pair(mode, *args, dtype=torch.float32, seed=0, **kw):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+@pytest.fixture(params=["fused", "unfused"])
+def projection_path(request, monkeypatch):
+    """Runs a test twice: small layers take the fused CPU path (input projection and weight
+    gradients inside the native calls), and once more forced onto the unfused one (torch's
+    addmm before the loop, torch's GEMMs for the weight gradients) that larger layers take."""
+    if request.param == "unfused":
+        import fastrnn.functional
+        monkeypatch.setattr(fastrnn.functional, "FUSE_MAX_MACS", 0)
+    return request.param

@@ -29,7 +29,7 @@ def _layer_fn(layer, mode, packed_lengths=None):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", ["plain", "bidir2", "proj", "packed"])
-def test_gradcheck_layer(mode, variant):
+def test_gradcheck_layer(mode, variant, projection_path):
     if variant == "proj" and mode != "LSTM":
         pytest.skip("proj_size is LSTM-only")
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def test_gradcheck_layer(mode, variant):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_gradcheck_functional_lengths(mode):
+def test_gradcheck_functional_lengths(mode, projection_path):
     """Variable lengths straight through the functional API, reverse direction included."""
     torch.manual_seed(1)
     T, B, I, H = 4, 3, 2, 2

@@ -57,7 +57,7 @@ GRID = list(itertools.product(
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("layers,bidir,batch_first,bias", GRID)
 @pytest.mark.parametrize("mode", MODES)
-def test_grid(mode, layers, bidir, batch_first, bias, dtype):
+def test_grid(mode, layers, bidir, batch_first, bias, dtype, projection_path):
     T, B, I, H = 5, 3, 4, 6
     ref, fast = make_pair(mode, I, H, num_layers=layers, bidirectional=bidir, batch_first=batch_first,
                           bias=bias, dtype=dtype)
@@ -70,7 +70,7 @@ def test_grid(mode, layers, bidir, batch_first, bias, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("layers,bidir", [(1, False), (2, True), (3, False)])
 @pytest.mark.parametrize("proj", [1, 3])
-def test_lstm_proj(proj, layers, bidir, dtype):
+def test_lstm_proj(proj, layers, bidir, dtype, projection_path):
     T, B, I, H = 6, 4, 5, 7
     ref, fast = make_pair("LSTM", I, H, num_layers=layers, bidirectional=bidir, proj_size=proj, dtype=dtype)
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
@@ -102,7 +102,7 @@ def test_unbatched(mode, batch_first, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(1, 4, 3, 5), (7, 1, 3, 5), (6, 3, 2, 1), (1, 1, 1, 1)], ids=str)
 @pytest.mark.parametrize("mode", MODES)
-def test_edge_sizes(mode, shape, dtype):
+def test_edge_sizes(mode, shape, dtype, projection_path):
     T, B, I, H = shape
     ref, fast = make_pair(mode, I, H, num_layers=2, bidirectional=True, dtype=dtype)
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
@@ -114,7 +114,7 @@ def test_edge_sizes(mode, shape, dtype):
 @pytest.mark.parametrize("enforce_sorted", [True, False])
 @pytest.mark.parametrize("bidir", [False, True])
 @pytest.mark.parametrize("mode", MODES + ["LSTM_PROJ"])
-def test_packed(mode, bidir, enforce_sorted, dtype):
+def test_packed(mode, bidir, enforce_sorted, dtype, projection_path):
     kw = {}
     R = H = 6
     if mode == "LSTM_PROJ":
@@ -215,7 +215,7 @@ def test_larger_shape_threads():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("bidir", [False, True])
-def test_expanded_output_gradient(mode, bidir):
+def test_expanded_output_gradient(mode, bidir, projection_path):
     """out.sum() hands backward a stride-0 gradient: fastrnn copies it, and for RNN computes
     the input gradients in place over that copy. Same gradients as torch."""
     torch.manual_seed(3)
@@ -232,7 +232,7 @@ def test_expanded_output_gradient(mode, bidir):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("use", ["out", "h", "c", "transposed", "batch_first"])
-def test_incoming_gradient_layouts(mode, use):
+def test_incoming_gradient_layouts(mode, use, projection_path):
     """The gradients torch hands to backward as they come: None for an unused output, stride 0
     from a sum, permuted strides from a transpose or batch_first. Small layers (one native
     backward call, weight gradients included) and a large one (input projection by torch),
