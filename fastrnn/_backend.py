@@ -72,6 +72,11 @@ def num_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def step_projection(dtype: torch.dtype, mode: str, B: int, H: int, I: int) -> bool:
+    """Whether the CPU core's fused forward sums x W_ih^T into each step's GEMM at this shape."""
+    return _C.step_projection(DTYPES[dtype], CELLS[mode], B, H, I)
+
+
 def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 

@@ -111,6 +111,44 @@ def test_edge_sizes(mode, shape, dtype, projection_path):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode", MODES + ["LSTM_PROJ"])
+def test_step_projection(mode, batch_first, dtype, monkeypatch):
+    """Batches of 8 or more with inputs wider than 4: LSTM and RNN sum x W_ih^T into each step's
+    GEMM (two K chunks of input here, partial vectors of hidden units). Inference takes that
+    path at any size (here forced by a zero fusion threshold), training up to the threshold;
+    plain, batch-first and packed input against torch."""
+    import fastrnn.functional as F
+    from fastrnn import _backend
+
+    kw, R = {}, 36
+    if mode == "LSTM_PROJ":
+        mode, kw, R = "LSTM", dict(proj_size=7), 7
+    T, B, I, H = 5, 9, 70, 36
+    w_hh = torch.zeros(_backend.GATES[mode] * H, R, dtype=dtype)
+    assert F._step_projects(mode, torch.zeros(T, B, I, dtype=dtype), w_hh) == (mode != "GRU")
+    ref, fast = make_pair(mode, I, H, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype, **kw)
+    x = torch.randn(B, T, I, dtype=dtype) if batch_first else torch.randn(T, B, I, dtype=dtype)
+    hx, _ = _states(mode, 4, B, R, H, dtype)
+    hx = tuple(h.detach() for h in hx) if isinstance(hx, tuple) else hx.detach()
+    lengths = torch.tensor([5, 5, 4, 4, 3, 2, 2, 1, 1])
+    packed = pack_padded_sequence(x, lengths, batch_first=batch_first)
+    monkeypatch.setattr(F, "FUSE_MAX_MACS", 0)
+    with torch.no_grad():
+        for inp in (x, packed):
+            (out_r, h_r), (out_f, h_f) = ref(inp, hx), fast(inp, hx)
+            if inp is packed:
+                out_r, out_f = out_r.data, out_f.data
+            assert_close(out_f, out_r, dtype, "output")
+            for a, b in zip(_flat(h_f), _flat(h_r)):
+                assert_close(a, b, dtype, "final state")
+    monkeypatch.undo()
+    xg = x.clone().requires_grad_(True)
+    hx, leaves = _states(mode, 4, B, R, H, dtype)
+    run_and_compare(ref, fast, xg, hx, [xg] + leaves, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("enforce_sorted", [True, False])
 @pytest.mark.parametrize("bidir", [False, True])
 @pytest.mark.parametrize("mode", MODES + ["LSTM_PROJ"])

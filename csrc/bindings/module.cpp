@@ -56,6 +56,10 @@ int64_t forward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) 
   });
 }
 
+bool step_projection(int dtype, int cell, int64_t B, int64_t H, int64_t I) {
+  return dispatch_dtype(dtype, [&](auto s) { return cpu::step_projection(to_cell(cell), B, H, I, sizeof(s)); });
+}
+
 int64_t backward_workspace(int dtype, int cell, int64_t B, int64_t H, int64_t R) {
   return dispatch_dtype(dtype, [&](auto s) {
     return cpu::kernels(s).backward_workspace(to_cell(cell), B, H, R);
@@ -203,6 +207,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("compiled_isas", &cpu::compiled_isas, "the ISAs this binary carries");
   m.def("forward_workspace", &forward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
         py::arg("R"));
+  m.def("step_projection", &step_projection, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
+        py::arg("I"), "whether a fused forward of this shape projects the input inside each step's GEMM");
   m.def("backward_workspace", &backward_workspace, py::arg("dtype"), py::arg("cell"), py::arg("B"), py::arg("H"),
         py::arg("R"));
   m.def("forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),

@@ -46,6 +46,27 @@ static inline int64_t backward_extra_workspace(const BackwardArgs<S>& a) {
   return n;
 }
 
+// Inputs at most this wide (time series of a few features) are projected inside the gate
+// epilogue, I broadcasts and G*I FMAs per row and panel, instead of a K=I GEMM into a
+// [T,B,G*H] buffer that the epilogue reads back (at I=1 that GEMM cost 17 % of a GRU
+// step's instructions at B=5, H=20).
+constexpr int64_t kInlineI = 4;
+inline bool inline_projection(int64_t I) { return I <= kInlineI; }
+// Wider inputs of LSTM and RNN join each step's GEMM in a fused forward (ForwardArgs::x):
+// [x_t h] @ [W_ih; W_hh]^T, the tile's accumulators starting from b_ih + b_hh, so that no
+// [T,B,G*H] projection is written and read back (at (100,32,64,128) those reads missed the
+// caches: 20 % of an LSTM step). Batches under kStepProjMinB rows project every step up front
+// instead, unless W_ih is small: their few rows would stream all of W_ih from L2 each step
+// for little work (LSTM (100,4,128,128) inference 1.13 -> 1.22 ms; even at B=8; B=16
+// 3.99 -> 3.60 ms). So do inputs much wider than the state, where the projection is most of
+// the work and one big GEMM over all T*B rows does it better (LSTM (20,64,1024,256) inference
+// 22.9 -> 25.0 ms). GRU's n gate keeps x W_in^T apart from h W_hn^T: GRU projects up front.
+constexpr int64_t kStepProjMinB = 8;
+inline bool step_projection(Cell cell, int64_t B, int64_t H, int64_t I, int64_t elem_size) {
+  return cell != Cell::GRU && !inline_projection(I) && I <= 2 * H &&
+         (B >= kStepProjMinB || gates_of(cell) * H * I * elem_size <= 32 * 1024);
+}
+
 // The table for the best ISA this CPU supports (chosen once, at first use), or the one
 // forced by FASTRNN_ISA=generic|avx2|avx512 in the environment when the CPU supports it.
 const KernelSet<float>& kernels(float);

@@ -34,12 +34,6 @@ constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
 constexpr int kRnnGW = 4;
 constexpr int kRnnMR = kVecBytes == 64 ? 6 : 3;
 inline int64_t unit_group(Cell cell) { return cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? kRnnGW : 1; }
-// Inputs at most this wide (time series of a few features) are projected inside the gate
-// epilogue, I broadcasts and G*I FMAs per row and panel, instead of a K=I GEMM into a
-// [T,B,G*H] buffer that the epilogue reads back (at I=1 that GEMM cost 17 % of a GRU
-// step's instructions at B=5, H=20).
-constexpr int64_t kInlineI = 4;
-inline bool inline_projection(int64_t I) { return I <= kInlineI; }
 // Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
 constexpr int kMRB = kVecBytes == 64 ? 8 : 4;
 constexpr int kGW = 2;
@@ -116,9 +110,9 @@ int64_t forward_workspace(Cell cell, int64_t B, int64_t H, int64_t R) {
 template <typename S>
 int64_t projection_workspace(Cell cell, int64_t T, int64_t B, int64_t H, int64_t I, bool gates_saved) {
   constexpr int N = V<S>::N;
-  const int64_t G = cell_gates(cell);
-  int64_t n = ceil_div(H, N) * N * G * I;
-  if (!gates_saved && !inline_projection(I)) n += T * B * G * H;
+  const int64_t G = cell_gates(cell), gw = unit_group(cell);
+  int64_t n = ceil_div(H, gw * N) * gw * N * G * I;
+  if (!gates_saved && !inline_projection(I) && !step_projection(cell, B, H, I, sizeof(S))) n += T * B * G * H;
   return n;
 }
 
@@ -148,9 +142,11 @@ struct Forward {
 
   const ForwardArgs<S>* a;
   const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x (null:
-                 // projected in the epilogue, inline_projection)
+                 // projected in the epilogue, inline_projection, or in the step's GEMM)
   S* xpw;        // where the fused projection writes xp (null: a->xp given, or inline)
-  const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection)
+  const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection), laid out as
+                 // wp1 ([ceil(H/(GW*N))][I][G*GW][N]) when step_proj
+  bool step_proj;  // x W_ih^T + b_ih summed in the step's GEMM (step_projection)
   const S* wp1;  // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
   const S* wp2;  // packed W_hr^T panels: [ceil(R/(kRnnGW*N))][H][kRnnGW][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
@@ -183,7 +179,9 @@ struct Forward {
     }
     // x W_ih^T + b_ih of these units: read back, or (narrow inputs) computed here
     vec xin[G];
-    if (xp != nullptr) {
+    if (step_proj) {
+      for (int g = 0; g < G; ++g) xin[g] = vec{};
+    } else if (xp != nullptr) {
       for (int g = 0; g < G; ++g) xin[g] = load_n(xp + row * G * H + g * H + j0, nu);
     } else {
       const S* xrow = a->x + t * a->x_st + b * a->x_sb;
@@ -288,13 +286,18 @@ struct Forward {
       const int64_t nb = active_rows(a->lengths, sorted, B, t);
       const vec zeros[G * GW] = {};
       for (int64_t q = p1b; q < p1e; ++q) {
-        // b_hh of the tile's columns ([gw][g], as the accumulators): the GEMM's starting sums
+        // b_hh (+ b_ih) of the tile's columns ([gw][g], as the accumulators): the GEMM's
+        // starting sums
         vec bias[G * GW] = {};
-        if (a->b_hh != nullptr)
+        const S* b_in = step_proj ? a->b_ih : nullptr;
+        if (a->b_hh != nullptr || b_in != nullptr)
           for (int gw = 0; gw < GW; ++gw) {
-            const int64_t j0 = (q * GW + gw) * N;
+            const int64_t j0 = (q * GW + gw) * N, nu = imin(N, H - j0);
             if (j0 >= H) break;
-            for (int g = 0; g < G; ++g) bias[gw * G + g] = load_n(a->b_hh + g * H + j0, imin(N, H - j0));
+            for (int g = 0; g < G; ++g) {
+              if (a->b_hh != nullptr) bias[gw * G + g] = load_n(a->b_hh + g * H + j0, nu);
+              if (b_in != nullptr) bias[gw * G + g] += load_n(b_in + g * H + j0, nu);
+            }
           }
         auto epi = [&](int64_t b, const vec* acc) {
           for (int gw = 0; gw < GW; ++gw) {
@@ -303,7 +306,11 @@ struct Forward {
             epilogue(t, b, j0, imin(N, H - j0), acc + gw * G, hprev, hnext, hp_step);
           }
         };
-        gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi, bias);
+        if (step_proj)
+          gemm_rows2<S, MRR, G * GW>(a->x + t * a->x_st, a->x_sb, a->I, wpi + q * a->I * G * GW * N, hprev, R, nb, R,
+                                     wp1 + q * R * G * GW * N, epi, bias);
+        else
+          gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi, bias);
         for (int64_t b = nb; b < B; ++b) epi(b, zeros);
       }
       if (proj) {
@@ -348,6 +355,7 @@ void forward_cell(const ForwardArgs<S>& a) {
   f.xp = a.xp;
   f.xpw = nullptr;
   f.wpi = nullptr;
+  f.step_proj = a.x != nullptr && step_projection(C, B, H, a.I, sizeof(S));
   S* wp1 = w;
   w += ceil_div(H, F::GW * N) * F::GW * N * G * R;
   if (!a.prepacked) {
@@ -373,10 +381,13 @@ void forward_cell(const ForwardArgs<S>& a) {
   }
   if (a.x != nullptr) {
     S* wpi = w;
-    w += ceil_div(H, N) * N * G * a.I;
-    pack_rows(a.w_ih, G, H, a.I, wpi);
+    w += ceil_div(H, F::GW * N) * F::GW * N * G * a.I;
+    if (f.step_proj && F::GW > 1)
+      pack_rows_grouped<S, F::GW>(a.w_ih, H, a.I, wpi);
+    else
+      pack_rows(a.w_ih, G, H, a.I, wpi);
     f.wpi = wpi;
-    if (!inline_projection(a.I)) {
+    if (!inline_projection(a.I) && !f.step_proj) {
       f.xpw = a.gates != nullptr ? a.gates : w;
       f.xp = f.xpw;
     }
@@ -391,7 +402,7 @@ void forward_cell(const ForwardArgs<S>& a) {
     else
       std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
   }
-  const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * R);
+  const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * (R + (f.step_proj ? a.I : 0)));
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(

@@ -329,9 +329,12 @@ inline void tile_gemm(const S* a, int64_t lda, int64_t B, int64_t b0, int64_t k0
 // start from init[G] (e.g. a bias of the panel's columns) when given, else from zero.
 // Long K is split into chunks whose slice of the panel stays in L1 while every row tile of a
 // block of rows passes over it; partial sums wait in a small stack buffer between chunks.
+// An optional first segment (a0: B rows of stride lda0 and K0 columns against panel0, laid
+// out as `panel`) is summed into the same accumulators first: [a0 a] @ [panel0; panel], as
+// when a step's input projection x W_ih^T joins its recurrent h W_hh^T.
 template <typename S, int MR, int G, typename Epi>
-inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi,
-                      const vec_t<S>* init = nullptr) {
+inline void gemm_rows2(const S* a0, int64_t lda0, int64_t K0, const S* panel0, const S* a, int64_t lda, int64_t B,
+                       int64_t K, const S* panel, Epi&& epi, const vec_t<S>* init = nullptr) {
   constexpr int N = V<S>::N;
   // Panel slice per K chunk: 8 KiB for the gate-wide tiles (with the rows' slice of a it
   // leaves room in L1 for the epilogue's streams: 7 % faster than 16 KiB at H=128), 16 KiB
@@ -340,21 +343,25 @@ inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* pa
   constexpr int64_t KC = (kc_bytes / int64_t(G * N * sizeof(S))) < 32 ? 32 : kc_bytes / int64_t(G * N * sizeof(S));
   constexpr int64_t RB = 64;  // rows per block (the partial sums: RB*G*N elements, <= 16 KiB)
   typedef vec_t<S> vec;
+  if (a0 == nullptr) K0 = 0;
+  if (a == nullptr) K = 0;  // zeros: no GEMM
   // (init is read where a tile starts, not held in registers: the MR*G accumulators need them)
   auto start = [init](int g) { return init != nullptr ? init[g] : vec{}; };
-  if (a == nullptr || K <= KC || B <= MR) {
+  if (K0 + K <= KC || B <= MR) {
     for (int64_t b0 = 0; b0 < B; b0 += MR) {
       if (MR > 1 && B - b0 == 1) {  // a single row left (B = 1 included): no duplicated work
         vec acc1[1][G];
         for (int g = 0; g < G; ++g) acc1[0][g] = start(g);
-        if (a != nullptr) tile_gemm<S, 1, G>(a, lda, B, b0, 0, K, panel, acc1);
+        if (K0 > 0) tile_gemm<S, 1, G>(a0, lda0, B, b0, 0, K0, panel0, acc1);
+        if (K > 0) tile_gemm<S, 1, G>(a, lda, B, b0, 0, K, panel, acc1);
         epi(b0, acc1[0]);
         break;
       }
       vec acc[MR][G];
       for (int r = 0; r < MR; ++r)
         for (int g = 0; g < G; ++g) acc[r][g] = start(g);
-      if (a != nullptr) tile_gemm<S, MR, G>(a, lda, B, b0, 0, K, panel, acc);
+      if (K0 > 0) tile_gemm<S, MR, G>(a0, lda0, B, b0, 0, K0, panel0, acc);
+      if (K > 0) tile_gemm<S, MR, G>(a, lda, B, b0, 0, K, panel, acc);
       const int64_t rows = imin(MR, B - b0);
       for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
     }
@@ -363,15 +370,22 @@ inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* pa
   vec partial[RB][G];
   for (int64_t rb0 = 0; rb0 < B; rb0 += RB) {
     const int64_t rbn = imin(RB, B - rb0);
-    for (int64_t k0 = 0; k0 < K; k0 += KC) {
-      const int64_t kc = imin(KC, K - k0);
-      const bool first = k0 == 0, last = k0 + kc >= K;
+    // chunks of the first segment, then of the second
+    const int64_t n0 = ceil_div(K0, KC), n1 = ceil_div(K, KC);
+    for (int64_t c = 0; c < n0 + n1; ++c) {
+      const bool seg0 = c < n0;
+      const int64_t k0 = (seg0 ? c : c - n0) * KC;
+      const int64_t kc = imin(KC, (seg0 ? K0 : K) - k0);
+      const bool first = c == 0, last = c == n0 + n1 - 1;
       for (int64_t b0 = rb0; b0 < rb0 + rbn; b0 += MR) {
         const int64_t rows = imin(MR, rb0 + rbn - b0);
         vec acc[MR][G];
         for (int r = 0; r < MR; ++r)
           for (int g = 0; g < G; ++g) acc[r][g] = first || r >= rows ? start(g) : partial[b0 - rb0 + r][g];
-        tile_gemm<S, MR, G>(a, lda, B, b0, k0, kc, panel, acc);
+        if (seg0)
+          tile_gemm<S, MR, G>(a0, lda0, B, b0, k0, kc, panel0, acc);
+        else
+          tile_gemm<S, MR, G>(a, lda, B, b0, k0, kc, panel, acc);
         for (int64_t r = 0; r < rows; ++r) {
           if (last)
             epi(b0 + r, acc[r]);
@@ -381,6 +395,13 @@ inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* pa
       }
     }
   }
+}
+
+template <typename S, int MR, int G, typename Epi>
+inline void gemm_rows(const S* a, int64_t lda, int64_t B, int64_t K, const S* panel, Epi&& epi,
+                      const vec_t<S>* init = nullptr) {
+  gemm_rows2<S, MR, G>(static_cast<const S*>(nullptr), 0, 0, static_cast<const S*>(nullptr), a, lda, B, K, panel,
+                       static_cast<Epi&&>(epi), init);
 }
 
 }  // namespace FASTRNN_ISA
