@@ -144,21 +144,25 @@ class LayerFunction(torch.autograd.Function):
 
         (x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0) -> (y, hT[, cT])      b_*, h0, c0: None allowed
 
-    ``stacked`` (last argument): hT, cT shaped [1,B,R], [1,B,H], a single layer's h_n and c_n.
+    ``stacked``: hT, cT shaped [1,B,R], [1,B,H], a single layer's h_n and c_n.
 
-    No separate addmm node: forward is one native call; so is backward, weight and bias
-    gradients included (these layers are small: torch's mm, sum and slicing nodes cost
-    several times the loop). Only dx, when needed, is torch's mm.
+    No separate addmm node: forward is one native call. With ``native_grads`` (small layers)
+    so is backward, weight and bias gradients included (torch's mm, sum and slicing nodes
+    would cost several times the loop), only dx, when needed, being torch's mm. Without it
+    (large layers, whose projection is summed in each step's GEMM) the native loop gives the
+    pre-activation gradients and torch's GEMMs the weights' (MKL's beat the core's there).
     """
 
     @staticmethod
-    def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked=False):
+    def forward(ctx, mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked=False,
+                native_grads=True):
         y, hT, cT, saved = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse,
                                                   True, stacked=stacked)
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None: zeros in the loop
         ctx.mode = mode
         ctx.reverse = reverse
         ctx.lengths = lengths
+        ctx.native_grads = native_grads
         ctx.save_for_backward(x, w_ih, w_hh, w_hr, h0, c0, y, *saved)
         if mode == "LSTM":
             return y, hT, cT
@@ -168,5 +172,26 @@ class LayerFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, dhT, dcT=None):
         x, w_ih, w_hh, w_hr, h0, c0, y, gates, cs, hpre = ctx.saved_tensors
-        return _backend.backward_fused(ctx.mode, ctx.reverse, ctx.lengths, ctx.needs_input_grad, x, w_ih, w_hh, w_hr,
-                                       h0, c0, y, (gates, cs, hpre), dy, dhT, dcT)
+        need = ctx.needs_input_grad
+        if ctx.native_grads:
+            return _backend.backward_fused(ctx.mode, ctx.reverse, ctx.lengths, need, x, w_ih, w_hh, w_hr, h0, c0, y,
+                                           (gates, cs, hpre), dy, dhT, dcT) + (None,)
+        if dhT is not None and dhT.dim() == 3:  # stacked
+            dhT = dhT[0]
+        if dcT is not None and dcT.dim() == 3:
+            dcT = dcT[0]
+        dxp, d_whh, d_whr, d_bhh, dh0, dc0 = recurrent_backward(
+            ctx.mode, ctx.reverse, ctx.lengths, w_hh, w_hr, h0, c0, y, (gates, cs, hpre), dy, dhT, dcT,
+            need[6], need[7], need[8])
+        T, B, I = x.shape
+        dxp2 = dxp.view(T * B, dxp.shape[2])
+        return (
+            None, None, None,
+            dxp2.mm(w_ih).view(T, B, I) if need[3] else None,
+            dxp2.t().mm(x.reshape(T * B, I)) if need[4] else None,
+            dxp2.sum(0) if need[5] else None,
+            d_whh, d_whr, d_bhh,
+            dh0 if need[9] else None,
+            dc0 if need[10] else None,
+            None, None,
+        )

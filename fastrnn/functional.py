@@ -60,8 +60,8 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
         c0 = c0.contiguous()
     compiling = torch.compiler.is_compiling()
     T, B, I = x.shape
-    if x.is_cpu and 0 < I and not compiling and (
-            T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS or (not torch.is_grad_enabled() and _step_projects(mode, x, w_hh))):
+    small = T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS
+    if x.is_cpu and 0 < I and not compiling and (small or _step_projects(mode, x, w_hh)):
         if x.stride(2) != 1:
             x = x.contiguous()
         w_ih = w_ih.contiguous()
@@ -73,7 +73,7 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
             or (w_hr is not None and w_hr.requires_grad)
             or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)
         ):
-            out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked)
+            out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked, small)
             return out if mode == "LSTM" else (out[0], out[1], None)
         y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False,
                                               hT, cT)

@@ -40,13 +40,17 @@ def _seed():
     torch.manual_seed(1234)
 
 
-@pytest.fixture(params=["fused", "unfused"])
+@pytest.fixture(params=["fused", "unfused", "large"])
 def projection_path(request, monkeypatch):
-    """Runs a test twice: small layers take the fused CPU path (input projection and weight
-    gradients inside the native calls), and once more forced onto the unfused one (torch's
-    addmm before the loop, torch's GEMMs for the weight gradients) that larger layers take."""
-    if request.param == "unfused":
-        import fastrnn.functional
+    """Runs a test three times: small layers take the fused CPU path (input projection and
+    weight gradients inside the native calls); forced onto the unfused one (torch's addmm
+    before the loop, torch's GEMMs for the weight gradients); and routed as large layers are
+    (no fusion threshold: LSTM and RNN layers whose projection joins each step's GEMM keep the
+    fused forward, with torch's GEMMs for the weight gradients; the others unfused)."""
+    import fastrnn.functional
+
+    if request.param != "fused":
         monkeypatch.setattr(fastrnn.functional, "FUSE_MAX_MACS", 0)
+    if request.param == "unfused":
         monkeypatch.setattr(fastrnn.functional, "_step_projects", lambda mode, x, w_hh: False)
     return request.param
