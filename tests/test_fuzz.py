@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import fastrnn.functional
+
 from conftest import TORCH_LAYER, assert_close, layer_kwargs, make_pair
 
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
@@ -27,7 +29,7 @@ def configs(draw):
     return dict(
         mode=mode,
         T=draw(st.integers(1, 7)),
-        B=draw(st.integers(1, 6)),
+        B=draw(st.integers(1, 10)),
         I=draw(st.integers(1, 5)),
         H=H,
         layers=draw(st.integers(1, 3)),
@@ -39,6 +41,7 @@ def configs(draw):
         state=draw(st.booleans()),
         dtype=draw(st.sampled_from([torch.float32, torch.float64])),
         seed=draw(st.integers(0, 2**16)),
+        large=draw(st.booleans()),  # routed as large layers are (no fusion threshold)
     )
 
 
@@ -72,7 +75,13 @@ def test_random_configurations_match_torch(c):
             leaves.append(c0)
             hx = (h0, c0)
     out_r, h_r = ref(inp, hx)
-    out_f, h_f = fast(inp, hx)
+    threshold = fastrnn.functional.FUSE_MAX_MACS
+    try:
+        if c["large"]:
+            fastrnn.functional.FUSE_MAX_MACS = 0
+        out_f, h_f = fast(inp, hx)
+    finally:
+        fastrnn.functional.FUSE_MAX_MACS = threshold
     if c["packed"]:
         out_r, out_f = out_r.data, out_f.data
     assert_close(out_f, out_r, c["dtype"], "output")
