@@ -34,6 +34,9 @@ constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
 constexpr int kRnnGW = 4;
 constexpr int kRnnMR = kVecBytes == 64 ? 6 : 3;
 inline int64_t unit_group(Cell cell) { return cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? kRnnGW : 1; }
+// Saved gates above this size come from memory in the backward loop: each row's are
+// prefetched a step ahead (LSTM (100,32,128) backward loop, 2 threads: 6.0-6.6 -> 5.1-6.0 ms).
+constexpr int64_t kPrefetchBytes = 1 << 20;
 // Backward dG @ W_hh: tiles of kMRB rows x kGW blocks of N columns (8 accumulators on AVX2).
 constexpr int kMRB = kVecBytes == 64 ? 8 : 4;
 constexpr int kGW = 2;
@@ -459,6 +462,7 @@ struct Backward {
   const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]  (dh_r @ W_hr)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
+  bool prefetch;  // the saved gates and states stream from memory (kPrefetchBytes)
   Barrier* bar;
 
   // Cell backward for an active row b at step t, units j0..j0+nu, with dh the gradient
@@ -559,6 +563,12 @@ struct Backward {
                   zero_step(t, b, u0, nu, dgh_cur);
               }
               continue;
+            }
+            if (prefetch && gw == 0 && (a->reverse ? t + 1 < T : t > 0)) {
+              // the saved gates and states of the step visited next, on their way into L2
+              const int64_t nrow = (a->reverse ? t + 1 : t - 1) * B + b;
+              for (int g = 0; g < G; ++g) __builtin_prefetch(a->gates + nrow * GH + g * H + u0, 0, 2);
+              __builtin_prefetch(a->cs + nrow * H + u0, 0, 2);
             }
             vec dh = acc + load_n(carry, nu);
             if (a->dy != nullptr) {
@@ -868,6 +878,7 @@ void backward_cell(const BackwardArgs<S>& args) {
   }
   f.dgh[0] = f.dgh[1] = nullptr;
   f.sorted = lengths_sorted(args.lengths, B);
+  f.prefetch = args.gates != nullptr && T * B * G * H * int64_t(sizeof(S)) > kPrefetchBytes;
   if (C == Cell::GRU) {
     f.dgh[0] = w;
     f.dgh[1] = w + B * G * H;

@@ -430,6 +430,10 @@ int main() {
     check_fused(few, 150);
     cases += 5;
   }
+  // Saved gates over kPrefetchBytes: the backward loop prefetches a step ahead.
+  Shape longer{Cell::LSTM, 60, 64, 20, 20, true, true, false};
+  check_shape(longer);
+  cases += 1;
   check_rejects();
   std::printf("%d passed, %d failed\n", failures == 0 ? cases : 0, failures);
   return failures == 0 ? 0 : 1;
