@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -341,9 +342,22 @@ inline void tile_gemm(const S* a, int64_t lda, int64_t B, int64_t b0, int64_t k0
   panel_gemm<S, MR, G>(arow, kc, panel + k0 * G * N, acc);
 }
 
+// Hands a finished tile's accumulators to the epilogue: all its rows at once,
+// epi(b0, rows, acc[MR][G]), when epi takes tiles (the gate epilogues, whose activation
+// chains of several rows then overlap), else row by row, epi(b, acc[G]).
+template <typename S, int MR, int G, typename Epi>
+FASTRNN_INLINE void tile_out(Epi& epi, int64_t b0, int64_t rows, vec_t<S> (&acc)[MR][G]) {
+  if constexpr (std::is_invocable_v<Epi&, int64_t, int64_t, vec_t<S>(&)[MR][G]>) {
+    epi(b0, rows, acc);
+  } else {
+    for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
+  }
+}
+
 // Runs the panel GEMM over all B rows of a (row stride lda, K columns) in tiles of MR and hands
-// each row's accumulators to epi(b, acc[G]). A null `a` stands for zeros (no GEMM). The sums
-// start from init[G] (e.g. a bias of the panel's columns) when given, else from zero.
+// each row's accumulators to epi(b, acc[G]) (or each tile's, see tile_out). A null `a` stands
+// for zeros (no GEMM). The sums start from init[G] (e.g. a bias of the panel's columns) when
+// given, else from zero.
 // Long K is split into chunks whose slice of the panel stays in L1 while every row tile of a
 // block of rows passes over it; partial sums wait in a small stack buffer between chunks.
 // An optional first segment (a0: B rows of stride lda0 and K0 columns against panel0, laid
@@ -371,7 +385,7 @@ inline void gemm_rows2(const S* a0, int64_t lda0, int64_t K0, const S* panel0, c
         for (int g = 0; g < G; ++g) acc1[0][g] = start(g);
         if (K0 > 0) tile_gemm<S, 1, G>(a0, lda0, B, b0, 0, K0, panel0, acc1);
         if (K > 0) tile_gemm<S, 1, G>(a, lda, B, b0, 0, K, panel, acc1);
-        epi(b0, acc1[0]);
+        tile_out<S, 1, G>(epi, b0, 1, acc1);
         break;
       }
       vec acc[MR][G];
@@ -379,8 +393,7 @@ inline void gemm_rows2(const S* a0, int64_t lda0, int64_t K0, const S* panel0, c
         for (int g = 0; g < G; ++g) acc[r][g] = start(g);
       if (K0 > 0) tile_gemm<S, MR, G>(a0, lda0, B, b0, 0, K0, panel0, acc);
       if (K > 0) tile_gemm<S, MR, G>(a, lda, B, b0, 0, K, panel, acc);
-      const int64_t rows = imin(MR, B - b0);
-      for (int64_t r = 0; r < rows; ++r) epi(b0 + r, acc[r]);
+      tile_out<S, MR, G>(epi, b0, imin(MR, B - b0), acc);
     }
     return;
   }
@@ -403,12 +416,11 @@ inline void gemm_rows2(const S* a0, int64_t lda0, int64_t K0, const S* panel0, c
           tile_gemm<S, MR, G>(a0, lda0, B, b0, k0, kc, panel0, acc);
         else
           tile_gemm<S, MR, G>(a, lda, B, b0, k0, kc, panel, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          if (last)
-            epi(b0 + r, acc[r]);
-          else
+        if (last)
+          tile_out<S, MR, G>(epi, b0, rows, acc);
+        else
+          for (int64_t r = 0; r < rows; ++r)
             for (int g = 0; g < G; ++g) partial[b0 - rb0 + r][g] = acc[r][g];
-        }
       }
     }
   }
