@@ -185,11 +185,15 @@ class LayerFunction(torch.autograd.Function):
             need[6], need[7], need[8])
         T, B, I = x.shape
         dxp2 = dxp.view(T * B, dxp.shape[2])
+        # (LSTM and RNN, the cells that come here: b_ih's gradient is b_hh's, the sum of dxp)
+        d_bih = None
+        if need[5]:
+            d_bih = d_bhh.clone() if d_bhh is not None else dxp2.sum(0)
         return (
             None, None, None,
             dxp2.mm(w_ih).view(T, B, I) if need[3] else None,
             dxp2.t().mm(x.reshape(T * B, I)) if need[4] else None,
-            dxp2.sum(0) if need[5] else None,
+            d_bih,
             d_whh, d_whr, d_bhh,
             dh0 if need[9] else None,
             dc0 if need[10] else None,

@@ -536,6 +536,9 @@ struct Backward {
 
   // Cell backward for an active row b at step t, units j0..j0+nu, with dh the gradient
   // of the (unprojected) hidden output. Writes dxp (and GRU's dhid, dgh); updates carries.
+  // (Unlike the forward's epilogue, running a whole tile's rows stage by stage did not pay
+  // here: C++ harness, 1 thread, (100,32,128) LSTM 7.0 -> 7.4 ms, GRU 6.0 -> 7.5 ms, RNN
+  // 1.77 -> 1.65 ms, even with the data in cache.)
   FASTRNN_INLINE void cell_backward(int64_t t, int64_t b, int64_t j0, int64_t nu, vec dh, S* dgh_cur) const {
     const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
     const int64_t row = t * B + b;
