@@ -97,6 +97,33 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
     return y, hT, cT
 
 
+def infer_layer(mode, x, weights, bias, hx, cx):
+    """Inference through one unidirectional layer without projection, at the sizes whose input
+    projection the native loop fuses: the modules' shortest way to the kernel, for the tutorial
+    and serving shapes where the Python around the loop is most of the call.
+
+    x: [T,B,I] on the CPU with T > 0; hx / cx: [1,B,R] / [1,B,H] or None, already checked by
+    the module. Returns (output, h_n, c_n or None), or None where this path does not apply
+    (other shapes, layouts or weights: the general path then runs, with all its checks).
+    """
+    T, B, I = x.shape
+    w_ih, w_hh = weights[0], weights[1]
+    if len(weights) != (4 if bias else 2) or I == 0 or T * B * I * w_ih.shape[0] > FUSE_MAX_MACS \
+            or torch.compiler.is_compiling() or x.stride(2) != 1:
+        return None
+    dt = x.dtype
+    for t, shape in zip(weights, _expected_shapes(mode, I, w_hh.shape[0] // _backend.GATES[mode], w_hh.shape[-1], 1, 1,
+                                                  bias, False)):
+        if t.shape != shape or t.dtype != dt or not t.is_cpu or not t.is_contiguous():
+            return None
+    for state in (hx, cx):
+        if state is not None and not state.is_contiguous():
+            return None
+    y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, weights[2] if bias else None, w_hh, None,
+                                          weights[3] if bias else None, hx, cx, None, False, False, stacked=True)
+    return y, hT, cT
+
+
 def rnn(
     mode: str,
     input: torch.Tensor,

@@ -207,6 +207,53 @@ def test_inference_no_grad(mode):
     assert_close(out_i, out_r, torch.float32, "inference_mode output")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("batch_first,bias,state", [(False, True, None), (True, True, "given"),
+                                                    (False, False, "given"), (False, True, "strided")])
+@pytest.mark.parametrize("mode", MODES)
+def test_inference_single_layer(mode, batch_first, bias, state, dtype, monkeypatch):
+    """A single unidirectional layer in inference takes the modules' short path to the kernel
+    (fastrnn.functional.infer_layer): the same numbers as torch, and as the general path."""
+    import fastrnn.modules
+
+    ref, fast = make_pair(mode, 3, 10, batch_first=batch_first, bias=bias, dtype=dtype)
+    x = torch.randn(2, 7, 3, dtype=dtype) if batch_first else torch.randn(7, 2, 3, dtype=dtype)
+    hx = None
+    if state is not None:
+        hx, _ = _states(mode, 1, 2, 10, 10, dtype)
+        hx = tuple(h.detach() for h in hx) if mode == "LSTM" else hx.detach()
+        if state == "strided":  # not contiguous: the general path takes it
+            hx = tuple(h.transpose(0, 1).contiguous().transpose(0, 1) for h in hx) if mode == "LSTM" \
+                else hx.transpose(0, 1).contiguous().transpose(0, 1)
+    with torch.no_grad():
+        out_r, h_r = ref(x, hx)
+        out_f, h_f = fast(x, hx)
+        monkeypatch.setattr(fastrnn.modules, "_FAST_INFER", False)
+        out_g, h_g = fast(x, hx)
+    assert out_f.shape == out_r.shape and not out_f.requires_grad
+    assert_close(out_f, out_r, dtype, "output")
+    assert torch.equal(out_f, out_g)
+    for a, b, c in zip(_flat(h_f), _flat(h_r), _flat(h_g)):
+        assert a.shape == b.shape
+        assert_close(a, b, dtype, "final state")
+        assert torch.equal(a, c)
+
+
+def test_inference_single_layer_falls_back():
+    """Weights the short path does not take (not contiguous) run the general path."""
+    ref, fast = make_pair("LSTM", 3, 10)
+    with torch.no_grad():
+        fast.weight_hh_l0.set_(fast.weight_hh_l0.t().contiguous().t())
+        ref.weight_hh_l0.copy_(fast.weight_hh_l0)
+    assert not fast.weight_hh_l0.is_contiguous()
+    x = torch.randn(7, 2, 3)
+    with torch.no_grad():
+        out_r, (h_r, c_r) = ref(x)
+        out_f, (h_f, c_f) = fast(x)
+    assert_close(out_f, out_r, torch.float32, "output")
+    assert_close(c_f, c_r, torch.float32, "cell state")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_dropout_between_layers(mode):
     """Training-mode dropout: zeroes a fraction of layer outputs, is scaled, and depends on the seed."""
