@@ -7,6 +7,7 @@ here come first so that users see torch's wording.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 try:  # the package stays importable (falling back to torch) if the extension is missing
@@ -107,7 +108,7 @@ def _check_lengths(lengths: torch.Tensor | None, B: int, T: int, device=None) ->
 
 
 def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool, validate: bool = True,
-            hT=None, cT=None):
+            hT=None, cT=None, packed=None):
     """One layer, one direction. xp: [T,B,G*H] input projection x W_ih^T + b_ih.
 
     h0 [B,R] / c0 [B,H] may be None for a zero initial state; hT / cT may be given as
@@ -115,9 +116,11 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
     themselves (fastrnn.functional); the core re-checks sizes either way.
     Returns (y [T,B,R], hT [B,R], cT [B,H] or None, saved) where saved holds what
     ``backward`` needs when ``training`` (gates, cs, hpre), else Nones.
+    ``packed``: (T, B, steps) for a PackedSequence's rows in inference on the CPU (see
+    ``packed_steps``): xp is [N,G*H] and y [N,R], N = steps[T].
     """
     G = GATES[mode]
-    T, B, GH = xp.shape
+    T, B, GH = (packed[0], packed[1], xp.shape[1]) if packed is not None else xp.shape
     H = GH // G
     R = w_hh.shape[1]
     lstm = mode == "LSTM"
@@ -128,7 +131,7 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
         dt, dev = xp.dtype, xp.device
         if not supports(dt, dev):
             raise ValueError(f"fastrnn: {unsupported_reason(dt, dev)}")
-        _check(xp, "xp", (T, B, G * H), dt, dev)
+        _check(xp, "xp", (T, B, G * H) if packed is None else (xp.shape[0], G * H), dt, dev)
         _check(w_hh, "w_hh", (G * H, R), dt, dev)
         _check(w_hr, "w_hr", (R, H), dt, dev)
         _check(b_hh, "b_hh", (G * H,), dt, dev)
@@ -137,9 +140,10 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
         _check(hT, "hT", (B, R), dt, dev)
         _check(cT, "cT", (B, H), dt, dev)
         _check_lengths(lengths, B, T, dev)
+        _check_packed(packed, lengths, training, dev)
         if (w_hr is not None) != (R != H):
             raise ValueError("fastrnn: the recurrent width differs from hidden size exactly when projecting")
-    y = xp.new_empty((T, B, R))
+    y = xp.new_empty((T, B, R) if packed is None else (xp.shape[0], R))
     if hT is None:
         hT = xp.new_empty((B, R))
     if lstm and cT is None:
@@ -166,13 +170,37 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
         DTYPES[xp.dtype], cell, T, B, H, R, reverse,
         xp.data_ptr(), w_hh.data_ptr(), _ptr(w_hr), _ptr(b_hh), _ptr(h0), _ptr(c0), _ptr(lengths),
         y.data_ptr(), hT.data_ptr(), _ptr(cT), _ptr(gates), _ptr(cs), _ptr(hpre), 0, 0,
-        num_threads(), False,
+        num_threads(), False, steps=0 if packed is None else packed[2].data_ptr(),
     )
     return y, hT, cT, (gates, cs, hpre)
 
 
+def packed_steps(batch_sizes: torch.Tensor):
+    """(T, B, steps, lengths) of a PackedSequence's batch_sizes (a CPU int64 tensor): steps
+    [T+1] the first data row of each step (its rows are those of the first batch_sizes[t]
+    sequences), lengths [B] the steps of each sequence. In numpy: a few microseconds where
+    torch's small ops took about 50."""
+    bs = batch_sizes.numpy()
+    T, B = bs.shape[0], int(bs[0])
+    steps = np.zeros(T + 1, dtype=np.int64)
+    np.cumsum(bs, out=steps[1:])
+    lengths = T - np.searchsorted(bs[::-1], np.arange(B), side="right")  # steps with batch_sizes > b
+    return T, B, torch.from_numpy(steps), torch.from_numpy(lengths.astype(np.int64))
+
+
+def _check_packed(packed, lengths, training: bool, device) -> None:
+    if packed is None:
+        return
+    T, _, steps = packed
+    if device.type != "cpu" or training or lengths is None:
+        raise ValueError("fastrnn: packed rows are for CPU inference with lengths")
+    if steps.dtype != torch.int64 or steps.device.type != "cpu" or not steps.is_contiguous() \
+            or steps.shape != (T + 1,):
+        raise ValueError(f"fastrnn: steps must be a contiguous int64 CPU tensor of shape ({T + 1},)")
+
+
 def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool,
-                  hT=None, cT=None, stacked: bool = False):
+                  hT=None, cT=None, stacked: bool = False, packed=None):
     """One layer and direction on the CPU with the input projection inside the native loop.
 
     x: [T,B,I] with unit stride along I (any strides across T and B, e.g. a batch_first
@@ -180,13 +208,19 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
     of x's dtype: the callers (fastrnn.functional) built and checked them, the core re-checks
     the sizes. Scratch memory is the core's own (a per-thread buffer reused across calls).
     ``stacked``: hT and cT made here come as [1,B,R] / [1,B,H] (a single layer's h_n, c_n,
-    without an unsqueeze node in the graph).
+    without an unsqueeze node in the graph). ``packed``: (T, B, steps) as in ``forward``, x
+    [N,I] and y [N,R] (inference; the caller checked steps).
     """
-    T, B, I = x.shape
+    if packed is None:
+        T, B, I = x.shape
+        st, sb, _ = x.stride()
+    else:
+        (T, B, _), I = packed, x.shape[1]
+        st, sb = 0, x.stride(0)
     GH, R = w_hh.shape
     H = GH // GATES[mode]
     new = x.new_empty
-    y = new((T, B, R))
+    y = new((T, B, R) if packed is None else (x.shape[0], R))
     if hT is None:
         hT = new((1, B, R) if stacked else (B, R))
     lstm = mode == "LSTM"
@@ -199,7 +233,6 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
             cs = new((T, B, H))
         if w_hr is not None:
             hpre = new((T, B, H))
-    st, sb, _ = x.stride()
     # (pointers inline: at tutorial sizes this call's Python is a tenth of the layer's time)
     _C.forward(
         DTYPES[x.dtype], CELLS[mode], T, B, H, R, reverse, 0, w_hh.data_ptr(),
@@ -209,7 +242,7 @@ def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, revers
         0 if cT is None else cT.data_ptr(), 0 if gates is None else gates.data_ptr(),
         0 if cs is None else cs.data_ptr(), 0 if hpre is None else hpre.data_ptr(), 0, 0,
         torch.get_num_threads(), False, x.data_ptr(), w_ih.data_ptr(), 0 if b_ih is None else b_ih.data_ptr(),
-        I, st, sb,
+        I, st, sb, 0 if packed is None else packed[2].data_ptr(),
     )
     return y, hT, cT, (gates, cs, hpre)
 

@@ -31,23 +31,23 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
 FUSE_MAX_MACS = 1 << 23
 
 
-def _step_projects(mode, x, w_hh) -> bool:
+def _step_projects(mode, B, I, w_hh) -> bool:
     """Whether the native loop sums this layer's input projection into each step's GEMM (LSTM
     and RNN, batches of 8 or more, inputs at most twice the hidden size: the core's
     step_projection). In inference that beats torch's addmm before the loop at any size, since
     the [T,B,G*H] projection is never written and read back (alternating A/B, 2 threads: LSTM
     (100,32,64,128) 9.5 -> 7.0 ms, RNN 2.49 -> 2.16 ms, RNN (100,64,512,512) 61.6 -> 53.9 ms,
     LSTM (100,64,512,512) even)."""
-    return mode != "GRU" and _backend.step_projection(x.dtype, mode, x.shape[1], w_hh.shape[0] // _backend.GATES[mode],
-                                                      x.shape[2])
+    return mode != "GRU" and _backend.step_projection(w_hh.dtype, mode, B, w_hh.shape[0] // _backend.GATES[mode], I)
 
 
-def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None, stacked=False):
+def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, cT=None, stacked=False, packed=None):
     """One layer, one direction: the native loop, with the input projection fused into it for
     small layers on the CPU, else torch's addmm before it.
 
     h0/c0: [B,R]/[B,H] or None (zeros). hT/cT: optional output tensors (inference only).
     ``stacked``: the final states may come as [1,B,R] / [1,B,H] (the caller checks the dim).
+    ``packed``: (T, B, steps): x holds a PackedSequence's rows [N,I] (CPU inference, see rnn).
     """
     w_ih, w_hh = params[0], params[1]
     b_ih = params[2] if bias else None
@@ -59,10 +59,13 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
     if c0 is not None:
         c0 = c0.contiguous()
     compiling = torch.compiler.is_compiling()
-    T, B, I = x.shape
+    if packed is None:
+        T, B, I = x.shape
+    else:
+        (T, B, _), I = packed, x.shape[1]
     small = T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS
-    if x.is_cpu and 0 < I and not compiling and (small or _step_projects(mode, x, w_hh)):
-        if x.stride(2) != 1:
+    if x.is_cpu and 0 < I and not compiling and (small or _step_projects(mode, B, I, w_hh)):
+        if x.stride(-1) != 1:
             x = x.contiguous()
         w_ih = w_ih.contiguous()
         if b_ih is not None:
@@ -76,10 +79,14 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
             out = LayerFunction.apply(mode, reverse, lengths, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, stacked, small)
             return out if mode == "LSTM" else (out[0], out[1], None)
         y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False,
-                                              hT, cT)
+                                              hT, cT, packed=packed)
         return y, hT, cT
-    x2 = x.reshape(T * B, I)
+    x2 = x.reshape(-1, I)
     xp = torch.addmm(b_ih, x2, w_ih.t()) if bias else x2.mm(w_ih.t())
+    if packed is not None:  # inference (rnn routes no other packed call here)
+        y, hT, cT, _ = _backend.forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse, False, False, hT, cT,
+                                        packed=packed)
+        return y, hT, cT
     xp = xp.view(T, B, w_ih.shape[0])
     need_grad = torch.is_grad_enabled() and (
         xp.requires_grad or w_hh.requires_grad or (w_hr is not None and w_hr.requires_grad)
@@ -138,6 +145,7 @@ def rnn(
     proj_size: int = 0,
     lengths: Optional[torch.Tensor] = None,
     checked: bool = False,
+    packed=None,
 ):
     """Runs a stacked recurrence. input: [T,B,I]; hx: [L*D,B,R] or None (zeros);
     cx: [L*D,B,H] or None (LSTM).
@@ -146,23 +154,33 @@ def rnn(
     lengths: [B] int64 steps per row, or None. Returns (output [T,B,D*R], h_n[, c_n]).
     ``checked``: the caller (a fastrnn module) already ran torch's checks on input and state;
     the weights are checked either way, since the native loops trust these shapes.
+    ``packed``: (T, B, steps) from ``_backend.packed_steps``, with the matching lengths: input
+    is then a PackedSequence's data [N,I] and the output [N,D*R] in the same rows (CPU
+    inference: no padding to [T,B] and back).
     """
     if mode not in _backend.GATES:
         raise ValueError(f"Unknown mode {mode!r}")
     D = 2 if bidirectional else 1
     proj = proj_size > 0
     per = _weights_per_direction(bias, proj)
-    _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked)
+    if packed is not None:
+        if lengths is None or not input.is_cpu or input.dim() != 2 or torch.is_grad_enabled() \
+                or torch.compiler.is_compiling():
+            raise ValueError("packed rows are for CPU inference with lengths, input [N, input_size]")
+        T, B = packed[0], packed[1]
+    else:
+        T, B = input.shape[0], input.shape[1]
+    _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked,
+                None if packed is None else B)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-        if lengths.shape != (input.shape[1],):
-            raise ValueError(f"lengths must have shape ({input.shape[1]},), got {tuple(lengths.shape)}")
-        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > input.shape[0]):
-            raise ValueError(f"lengths must lie in [0, {input.shape[0]}]")
+        if lengths.shape != (B,):
+            raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            raise ValueError(f"lengths must lie in [0, {T}]")
         if input.device.type != "cpu":  # once, not per layer and direction
             lengths = lengths.to(input.device)
     lstm = mode == "LSTM"
-    T, B = input.shape[0], input.shape[1]
     H = weights[1].shape[0] // _backend.GATES[mode]
     R = weights[1].shape[1]
     # Inference writes the final states straight into the stacked outputs.
@@ -183,7 +201,7 @@ def rnn(
                 None if hx is None else hx[k], None if cx is None else cx[k], lengths, d == 1,
                 None if h_out is None else (h_out[k] if k else h_out),
                 None if c_out is None else (c_out[k] if k else c_out),
-                single,
+                single, packed,
             )
             outs.append(y)
             h_n.append(hT)
@@ -226,8 +244,9 @@ def _expected_shapes(mode, I, H, R, num_layers, D, bias, proj):
     return want
 
 
-def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked):
-    """Shapes, dtypes and devices of everything the native loops will read (ValueError)."""
+def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked, packed_B=None):
+    """Shapes, dtypes and devices of everything the native loops will read (ValueError).
+    ``packed_B``: the batch of packed rows (input [N,I])."""
     G = _backend.GATES[mode]
     if len(weights) != num_layers * D * per:
         raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
@@ -248,9 +267,12 @@ def _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, pe
                 raise ValueError(f"weights ({t.dtype} on {t.device}) and input ({dt} on {dev}) differ")
     if checked:
         return
-    if input.dim() != 3:
+    if packed_B is not None:
+        B = packed_B
+    elif input.dim() != 3:
         raise ValueError(f"input must be [T, B, input_size], got shape {tuple(input.shape)}")
-    B = input.shape[1]
+    else:
+        B = input.shape[1]
     for name, state, shape in (("hx", hx, (num_layers * D, B, R)), ("cx", cx, (num_layers * D, B, H))):
         if state is None:
             continue

@@ -18,7 +18,10 @@ from . import _backend
 from .functional import infer_layer as _infer_layer
 from .functional import rnn as _rnn
 
+# The inference shortcuts (tests compare them with the general path): a single layer straight
+# to the native call; PackedSequence rows read and written in place by the native loops.
 _FAST_INFER = True
+_PACKED_ROWS = True
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -156,6 +159,16 @@ class _FastRNNBase(nn.RNNBase):
                 )
 
         lengths = None
+        if batch_sizes is not None and _PACKED_ROWS and input.is_cpu and not torch.is_grad_enabled() \
+                and not torch.compiler.is_compiling():
+            # inference on the CPU: the native loops read and write the packed rows themselves
+            T, B, steps, lengths = _backend.packed_steps(batch_sizes)
+            result = _rnn(self.mode, input, h0, c0, weights, self.bias, self.num_layers, self.dropout,
+                          self.training, self.bidirectional, self.proj_size, lengths, checked=True,
+                          packed=(T, B, steps))
+            hidden = (result[1], result[2]) if lstm else result[1]
+            output_packed = PackedSequence(result[0], batch_sizes, sorted_indices, unsorted_indices)
+            return output_packed, self.permute_hidden(hidden, unsorted_indices)
         if batch_sizes is not None:
             rows, lengths = _packed_rows(batch_sizes, input.device)
             T, B = batch_sizes.shape[0], max_batch_size

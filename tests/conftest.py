@@ -52,5 +52,5 @@ def projection_path(request, monkeypatch):
     if request.param != "fused":
         monkeypatch.setattr(fastrnn.functional, "FUSE_MAX_MACS", 0)
     if request.param == "unfused":
-        monkeypatch.setattr(fastrnn.functional, "_step_projects", lambda mode, x, w_hh: False)
+        monkeypatch.setattr(fastrnn.functional, "_step_projects", lambda mode, B, I, w_hh: False)
     return request.param

@@ -126,7 +126,7 @@ def test_step_projection(mode, batch_first, dtype, monkeypatch):
         mode, kw, R = "LSTM", dict(proj_size=7), 7
     T, B, I, H = 5, 9, 70, 36
     w_hh = torch.zeros(_backend.GATES[mode] * H, R, dtype=dtype)
-    assert F._step_projects(mode, torch.zeros(T, B, I, dtype=dtype), w_hh) == (mode != "GRU")
+    assert F._step_projects(mode, B, I, w_hh) == (mode != "GRU")
     ref, fast = make_pair(mode, I, H, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype, **kw)
     x = torch.randn(B, T, I, dtype=dtype) if batch_first else torch.randn(T, B, I, dtype=dtype)
     hx, _ = _states(mode, 4, B, R, H, dtype)
@@ -169,6 +169,44 @@ def test_packed(mode, bidir, enforce_sorted, dtype, projection_path):
     D = 2 if bidir else 1
     hx, leaves = _states(mode, 2 * D, B, R, H, dtype)
     run_and_compare(ref, fast, packed, hx, [x] + leaves, dtype, packed=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("I", [4, 12])
+@pytest.mark.parametrize("layers,bidir,state", [(1, False, False), (2, True, True)])
+@pytest.mark.parametrize("mode", MODES + ["LSTM_PROJ"])
+def test_packed_inference(mode, layers, bidir, state, I, dtype, projection_path, monkeypatch):
+    """Inference on a PackedSequence: the native loops read and write its rows in place
+    (ForwardArgs::steps), with the inline, step-fused and up-front input projections and torch's
+    addmm before the loop (projection_path): torch's numbers, and the padded path's."""
+    import fastrnn.modules
+
+    kw = {}
+    R = H = 6
+    if mode == "LSTM_PROJ":
+        mode, kw, R = "LSTM", dict(proj_size=3), 3
+    T, B = 7, 9
+    ref, fast = make_pair(mode, I, H, num_layers=layers, bidirectional=bidir, dtype=dtype, **kw)
+    lengths = torch.tensor([3, 7, 1, 5, 5, 2, 7, 1, 4])
+    packed = pack_padded_sequence(torch.randn(T, B, I, dtype=dtype), lengths, enforce_sorted=False)
+    hx = None
+    if state:
+        hx, _ = _states(mode, layers * (2 if bidir else 1), B, R, H, dtype)
+        hx = tuple(h.detach() for h in hx) if mode == "LSTM" else hx.detach()
+    with torch.no_grad():
+        out_r, h_r = ref(packed, hx)
+        out_f, h_f = fast(packed, hx)
+        monkeypatch.setattr(fastrnn.modules, "_PACKED_ROWS", False)
+        out_p, h_p = fast(packed, hx)
+    assert torch.equal(out_f.batch_sizes, out_r.batch_sizes)
+    assert torch.equal(out_f.unsorted_indices, out_r.unsorted_indices)
+    assert out_f.data.shape == out_r.data.shape
+    assert_close(out_f.data, out_r.data, dtype, "output")
+    assert_close(out_f.data, out_p.data, dtype, "output (padded path)")
+    for a, b, c in zip(_flat(h_f), _flat(h_r), _flat(h_p)):
+        assert a.shape == b.shape
+        assert_close(a, b, dtype, "final state")
+        assert_close(a, c, dtype, "final state (padded path)")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -70,7 +70,7 @@ void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bo
              uintptr_t w_hh, uintptr_t w_hr, uintptr_t b_hh, uintptr_t h0, uintptr_t c0, uintptr_t lengths,
              uintptr_t y, uintptr_t hT, uintptr_t cT, uintptr_t gates, uintptr_t cs, uintptr_t hpre, uintptr_t work,
              int64_t work_size, int num_threads, bool prepacked, uintptr_t x, uintptr_t w_ih, uintptr_t b_ih,
-             int64_t I, int64_t x_st, int64_t x_sb) {
+             int64_t I, int64_t x_st, int64_t x_sb, uintptr_t steps) {
   dispatch_dtype(dtype, [&](auto s) {
     using S = decltype(s);
     const auto& k = cpu::kernels(s);
@@ -79,7 +79,8 @@ void forward(int dtype, int cell, int64_t T, int64_t B, int64_t H, int64_t R, bo
                      ptr<const S>(h0), ptr<const S>(c0), ptr<const int64_t>(lengths),
                      ptr<S>(y),  ptr<S>(hT),  ptr<S>(cT),  ptr<S>(gates), ptr<S>(cs), ptr<S>(hpre),
                      ptr<S>(work), work_size, num_threads, prepacked,
-                     ptr<const S>(x), ptr<const S>(w_ih), ptr<const S>(b_ih), I, x_st, x_sb};
+                     ptr<const S>(x), ptr<const S>(w_ih), ptr<const S>(b_ih), I, x_st, x_sb,
+                     ptr<const int64_t>(steps)};
     std::unique_ptr<S[]> fresh;
     if (work == 0) {
       require(T >= 0 && B >= 0 && H >= 0 && R >= 0 && I >= 0, "sizes must be non-negative");
@@ -217,7 +218,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("hT"), py::arg("cT"), py::arg("gates"), py::arg("cs"), py::arg("hpre"), py::arg("work"),
         py::arg("work_size"), py::arg("num_threads"), py::arg("prepacked") = false, py::arg("x") = 0,
         py::arg("w_ih") = 0, py::arg("b_ih") = 0, py::arg("I") = 0, py::arg("x_st") = 0, py::arg("x_sb") = 0,
-        "one layer and direction; work = 0: scratch managed here; x set (xp = 0): fused input projection");
+        py::arg("steps") = 0,
+        "one layer and direction; work = 0: scratch managed here; x set (xp = 0): fused input projection; "
+        "steps set: packed rows (inference)");
   m.def("backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("dtype"), py::arg("cell"),
         py::arg("T"), py::arg("B"), py::arg("H"), py::arg("R"), py::arg("reverse"), py::arg("w_hh"),
         py::arg("w_hr"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("gates"),

@@ -64,6 +64,11 @@ struct ForwardArgs {
   const S* w_ih = nullptr;  // [G*H,I] input weights
   const S* b_ih = nullptr;  // [G*H] input bias, or null
   int64_t I = 0, x_st = 0, x_sb = 0;  // input size and the two row strides of x (elements)
+  // Packed layout (a PackedSequence's data, inference only): [T+1] first row of each step,
+  // steps[0] = 0, steps[t+1] - steps[t] = the rows active at step t (lengths non-increasing).
+  // Row (t,b) of x, xp and y is then row steps[t] + b (x at x + row*x_sb; x_st unused); y is
+  // [steps[T],R] and inactive rows have no row there. Null: the padded [T,B] rows t*B + b.
+  const int64_t* steps = nullptr;
 };
 
 // Backward time loop of one layer and one direction: the reverse of ForwardArgs' visit order.

@@ -104,6 +104,16 @@ inline void check_lengths(const int64_t* lengths, int64_t B, int64_t T) {
   for (int64_t b = 0; b < B; ++b) require(lengths[b] >= 0 && lengths[b] <= T, "lengths must lie in [0, T]");
 }
 
+// A packed layout (ForwardArgs::steps) must match the lengths: steps[0] = 0 and step t holds
+// exactly the rows with lengths[b] > t, the first ones (lengths non-increasing).
+inline void check_steps(const int64_t* steps, const int64_t* lengths, int64_t B, int64_t T) {
+  if (steps == nullptr) return;
+  require(lengths != nullptr && lengths_sorted(lengths, B), "a packed layout needs non-increasing lengths");
+  require(steps[0] == 0, "a packed layout starts at row 0");
+  for (int64_t t = 0; t < T; ++t)
+    require(steps[t + 1] - steps[t] == active_rows(lengths, true, B, t), "packed steps do not match the lengths");
+}
+
 inline int cell_gates(Cell c) { return gates_of(c); }
 
 template <typename S>
@@ -165,18 +175,27 @@ struct Forward {
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
   Barrier* bar;
 
+  // Row (t,b) of xp and y: padded t*B + b, or packed (ForwardArgs::steps) steps[t] + b.
+  FASTRNN_INLINE int64_t row_at(int64_t t, int64_t b) const {
+    return a->steps != nullptr ? a->steps[t] + b : t * a->B + b;
+  }
+  // Row (t,b) of x (the fused projection).
+  FASTRNN_INLINE const S* x_at(int64_t t, int64_t b) const {
+    return a->steps != nullptr ? a->x + (a->steps[t] + b) * a->x_sb : a->x + t * a->x_st + b * a->x_sb;
+  }
+
   // Gate epilogue for row b, units j0..j0+nu of step t.
   FASTRNN_INLINE void epilogue(int64_t t, int64_t b, int64_t j0, int64_t nu, const vec* acc, const S* hprev, S* hnext,
                        S* hp_step) const {
     const int64_t T = a->T, B = a->B, H = a->H, R = a->R;
     (void)T;
-    const int64_t row = t * B + b;
+    const int64_t row = t * B + b;  // (gates and cs: training, never packed)
     const bool proj = a->w_hr != nullptr;
     if (!active(a->lengths, b, t)) {
       const vec zero = {};
       if (!proj) {
         store_n(hnext + b * R + j0, load_n(hprev + b * R + j0, nu), nu);
-        store_n(a->y + row * R + j0, zero, nu);
+        if (a->steps == nullptr) store_n(a->y + row * R + j0, zero, nu);
       }
       if (a->gates != nullptr)
         for (int g = 0; g < G; ++g) store_n(a->gates + row * G * H + g * H + j0, zero, nu);
@@ -199,8 +218,8 @@ struct Forward {
   template <int M, bool Full>
   FASTRNN_INLINE void epilogue_rows(int64_t t, int64_t b0, int64_t j0, int64_t nu, const vec* const (&acc)[M],
                                     const S* hprev, S* hnext, S* hp_step) const {
-    const int64_t B = a->B, H = a->H, R = a->R;
-    const int64_t row0 = t * B + b0;
+    const int64_t H = a->H, R = a->R;
+    const int64_t row0 = row_at(t, b0);  // rows of xp and y (the tile's rows are active)
     // Full: nu == N, plain vector loads and stores
     auto ld = [nu](const S* p) __attribute__((always_inline)) {
       if constexpr (Full) return load<S>(p); else return load_n(p, nu);
@@ -220,7 +239,7 @@ struct Forward {
     } else {
       const S* wpanel = wpi + (j0 / N) * a->I * G * N;  // [I][G][N], zero past H
       for (int r = 0; r < M; ++r) {
-        const S* xrow = a->x + t * a->x_st + (b0 + r) * a->x_sb;
+        const S* xrow = x_at(t, b0 + r);
         for (int g = 0; g < G; ++g) xin[r][g] = a->b_ih != nullptr ? ld(a->b_ih + g * H + j0) : vec{};
         for (int64_t i = 0; i < a->I; ++i) {
           const S xi = xrow[i];
@@ -313,9 +332,10 @@ struct Forward {
           for (int g = 0; g < G; ++g) store_n(o + g * H, acc[g] + bias[g], nu);
         });
       };
-      if (st == B * sb) {  // time-major rows evenly spaced: one matrix of T*B rows
-        for (int64_t r0 = 0; r0 < T * B; r0 += rblk) {
-          const int64_t rows = imin(rblk, T * B - r0);
+      if (a->steps != nullptr || st == B * sb) {  // rows evenly spaced: one matrix (T*B rows, or packed)
+        const int64_t n = a->steps != nullptr ? a->steps[T] : T * B;
+        for (int64_t r0 = 0; r0 < n; r0 += rblk) {
+          const int64_t rows = imin(rblk, n - r0);
           for (int64_t p = pb; p < pe; ++p) project(p, a->x + r0 * sb, sb, rows, xpw + r0 * G * H, G * H);
         }
       } else if (T <= B) {
@@ -359,7 +379,7 @@ struct Forward {
           constexpr int M = std::extent<std::remove_reference_t<decltype(acc)>>::value;
           if (prefetch && s + 1 < T)  // the rows' projections at the next step, into L2
             for (int64_t r = 0; r < rows; ++r) {
-              const S* nx = xp + ((a->reverse ? t - 1 : t + 1) * B + b0 + r) * G * H + q * GW * N;
+              const S* nx = xp + row_at(a->reverse ? t - 1 : t + 1, b0 + r) * G * H + q * GW * N;
               for (int g = 0; g < G; ++g) __builtin_prefetch(nx + g * H, 0, 2);
             }
           bool on = rows == M;
@@ -381,7 +401,7 @@ struct Forward {
           }
         };
         if (step_proj)
-          gemm_rows2<S, MRR, G * GW>(a->x + t * a->x_st, a->x_sb, a->I, wpi + q * a->I * G * GW * N, hprev, R, nb, R,
+          gemm_rows2<S, MRR, G * GW>(x_at(t, 0), a->x_sb, a->I, wpi + q * a->I * G * GW * N, hprev, R, nb, R,
                                      wp1 + q * R * G * GW * N, epi_tile, bias);
         else
           gemm_rows<S, MRR, G * GW>(hprev, R, nb, R, wp1 + q * R * G * GW * N, epi_tile, bias);
@@ -398,13 +418,12 @@ struct Forward {
               const int64_t u0 = (q * kRnnGW + gw) * N;
               if (u0 >= R) break;
               const int64_t nu = imin(N, R - u0);
-              S* yr = a->y + (t * B + b) * R + u0;
               if (on) {
                 store_n(hnext + b * R + u0, acc[gw], nu);
-                store_n(yr, acc[gw], nu);
+                store_n(a->y + row_at(t, b) * R + u0, acc[gw], nu);
               } else {
                 store_n(hnext + b * R + u0, load_n(hprev + b * R + u0, nu), nu);
-                store_n(yr, vec{}, nu);
+                if (a->steps == nullptr) store_n(a->y + (t * B + b) * R + u0, vec{}, nu);
               }
             }
           };
@@ -508,6 +527,9 @@ void forward(const ForwardArgs<S>& a) {
                                             : 0),
           "workspace too small");
   check_lengths(a.lengths, a.B, a.T);
+  require(a.steps == nullptr || (a.gates == nullptr && a.hpre == nullptr),
+          "a packed layout is for inference (no saved gates)");
+  check_steps(a.steps, a.lengths, a.B, a.T);
   switch (a.cell) {
     case Cell::LSTM: return forward_cell<S, Cell::LSTM>(a);
     case Cell::GRU: return forward_cell<S, Cell::GRU>(a);

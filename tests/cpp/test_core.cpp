@@ -285,8 +285,13 @@ void check_rejects() {
   a.work_size = 64;
   a.T = -1;
   try { k.forward(a); } catch (const std::invalid_argument&) { ++thrown; }
-  if (thrown != 3) {
-    std::printf("FAIL: expected 3 rejections, got %d\n", thrown);
+  a.T = 2;
+  int64_t len2[1] = {2}, steps_bad[3] = {0, 1, 2 + 5};  // a packed layout that the lengths do not match
+  a.lengths = len2;
+  a.steps = steps_bad;
+  try { k.forward(a); } catch (const std::invalid_argument&) { ++thrown; }
+  if (thrown != 4) {
+    std::printf("FAIL: expected 4 rejections, got %d\n", thrown);
     ++failures;
   }
 }
@@ -297,6 +302,53 @@ void check_fused_backward(const Shape& s, int64_t I, const Vec& x, const Vec& wi
                           const Vec& whr, const Vec& bhh, const Vec& h0, const Vec& c0,
                           const std::vector<int64_t>& len, Vec& xs, Vec& ws, Vec& wr, Vec& h, Vec& c, Vec& yo,
                           Vec& gates, Vec& cs, Vec& hpre, int threads);
+
+// The packed layout (ForwardArgs::steps: a PackedSequence's rows, lengths non-increasing) of
+// the inference forward `a` (fused, from the batch-first x), and of the same call given xp
+// instead: the packed rows of y and the final states against the plain loop's y, hT, cT.
+template <typename S>
+void check_packed_as(const Shape& s, int64_t I, const Vec& x, const Vec& xp, ForwardArgs<S> a,
+                     const std::vector<int64_t>& len, const Vec& y, const Vec& hT, const Vec& cT, double tol) {
+  const int64_t T = s.T, B = s.B, R = s.R, GH = gates_of(s.cell) * s.H;
+  std::vector<int64_t> steps(T + 1, 0);
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t n = 0;
+    while (n < B && len[n] > t) ++n;
+    steps[t + 1] = steps[t] + n;
+  }
+  const int64_t N = steps[T];
+  std::vector<S> xk(N * I + 1), xpk(N * GH + 1);  // (+1: never a null array, even when N = 0)
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b = 0; b < steps[t + 1] - steps[t]; ++b) {
+      for (int64_t i = 0; i < I; ++i) xk[(steps[t] + b) * I + i] = S(x[(b * T + t) * I + i]);
+      for (int64_t m = 0; m < GH; ++m) xpk[(steps[t] + b) * GH + m] = S(xp[(t * B + b) * GH + m]);
+    }
+  const auto& k = cpu::kernels(S{});
+  for (int fused = 1; fused >= 0; --fused) {  // (the fused call first: it still has w_ih)
+    std::vector<S> yk(N * R + 1, S(-7));  // one guard element past the packed rows
+    a.steps = steps.data();
+    a.y = yk.data();
+    if (fused) {
+      a.xp = nullptr;
+      a.x = xk.data();
+      a.x_st = 0;
+      a.x_sb = I;
+    } else {
+      a.xp = xpk.data();
+      a.x = nullptr;
+      a.w_ih = a.b_ih = nullptr;
+    }
+    std::fill(a.hT, a.hT + B * R, S(0));
+    k.forward(a);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < steps[t + 1] - steps[t]; ++b)
+        for (int64_t u = 0; u < R; ++u)
+          expect_close("packed y", s, yk[(steps[t] + b) * R + u], y[(t * B + b) * R + u], tol);
+    expect_close("packed guard", s, yk[N * R], -7, 0);
+    for (size_t i = 0; i < hT.size(); ++i) expect_close("packed hT", s, a.hT[i], hT[i], tol);
+    for (size_t i = 0; i < cT.size(); ++i) expect_close("packed cT", s, a.cT[i], cT[i], tol);
+  }
+}
 
 // The fused input projection (ForwardArgs::x): x stored batch-first ([B][T][I], the strided
 // case), xp = x W_ih^T + b_ih computed here, outputs against the plain loop on that xp.
@@ -338,6 +390,7 @@ void check_fused_as(const Shape& s, int64_t I, bool training, int threads, doubl
     if (training && gated) check_fused_backward(s, I, x, wih, bih, whh, whr, bhh, h0, c0, len, xs, ws, wr, h, c, yo,
                                                 gates, cs, hpre, threads);
   }
+  if (!training && s.lengths && B % 2 == 0) check_packed_as<S>(s, I, x, xp, a, len, y, hT, cT, tol);
 }
 
 // Backward after a fused forward (check_fused_as): the input weights' gradients, read from the
