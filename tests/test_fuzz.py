@@ -80,13 +80,17 @@ def test_random_configurations_match_torch(c):
         if c["large"]:
             fastrnn.functional.FUSE_MAX_MACS = 0
         out_f, h_f = fast(inp, hx)
+        with torch.no_grad():  # inference: its own shortcuts (single layer, packed rows)
+            out_i, h_i = fast(inp, hx)
     finally:
         fastrnn.functional.FUSE_MAX_MACS = threshold
     if c["packed"]:
-        out_r, out_f = out_r.data, out_f.data
+        out_r, out_f, out_i = out_r.data, out_f.data, out_i.data
     assert_close(out_f, out_r, c["dtype"], "output")
-    for a, b in zip(_flat(h_f), _flat(h_r)):
+    assert_close(out_i, out_r, c["dtype"], "inference output")
+    for a, b, i in zip(_flat(h_f), _flat(h_r), _flat(h_i)):
         assert_close(a, b, c["dtype"], "state")
+        assert_close(i, b, c["dtype"], "inference state")
     cot = [torch.randn_like(out_r)] + [torch.randn_like(h) for h in _flat(h_r)]
     g_r = torch.autograd.grad([out_r] + _flat(h_r), leaves + list(ref.parameters()), cot, retain_graph=True)
     g_f = torch.autograd.grad([out_f] + _flat(h_f), leaves + list(fast.parameters()), cot)
