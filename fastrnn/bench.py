@@ -57,14 +57,16 @@ class Case:
         s = f"{self.cell} ({self.T},{self.B},{self.I},{self.H})"
         return s + (" " + ",".join(extra) if extra else "")
 
-    def flops(self, train: bool) -> float:
-        """Multiply-adds x2 of the layer's matrix products (the elementwise work is not counted)."""
+    def flops(self, train: bool, rows: int | None = None) -> float:
+        """Multiply-adds x2 of the layer's matrix products (the elementwise work is not counted).
+        ``rows``: the (t, b) rows that run (a PackedSequence's), else all T*B."""
         mode = CELLS[self.cell]
         G, D = GATES[mode], (2 if self.bidirectional else 1)
         R = self.proj_size or self.H
         total, inp = 0.0, self.I
         for _ in range(self.num_layers):
-            per = 2.0 * self.T * self.B * (G * self.H * (inp + R) + (self.H * R if self.proj_size else 0))
+            per = 2.0 * (self.T * self.B if rows is None else rows) * (G * self.H * (inp + R)
+                                                                       + (self.H * R if self.proj_size else 0))
             total += D * per
             inp = D * R
         return total * (3.0 if train else 1.0)
@@ -157,6 +159,11 @@ class Row:
     rounds: int
 
 
+def _rows(x) -> int | None:
+    """The rows a PackedSequence runs (its GFLOP/s count those, not the padded T*B)."""
+    return x.data.shape[0] if isinstance(x, torch.nn.utils.rnn.PackedSequence) else None
+
+
 def compare(case: Case, train: bool, rounds: int = 7, target_s: float = 0.02, max_s: float = 20.0) -> Row:
     t_layer, f_layer, x = make_layers(case)
     fns = [step_fn(t_layer, x, train), step_fn(f_layer, x, train)]
@@ -180,7 +187,7 @@ def compare(case: Case, train: bool, rounds: int = 7, target_s: float = 0.02, ma
         ratios.append(got[0] / got[1])
     tf = statistics.median(times_f)
     return Row(case.label(), "train" if train else "infer", statistics.median(times_t) * 1e3, tf * 1e3,
-               statistics.median(ratios), case.flops(train) / tf / 1e9, rounds)
+               statistics.median(ratios), case.flops(train, _rows(x)) / tf / 1e9, rounds)
 
 
 def cuda_cases(cells: Sequence[str] = ("lstm", "gru", "rnn")) -> List[Case]:
