@@ -140,7 +140,7 @@ def forward(mode, xp, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training
         _check(hT, "hT", (B, R), dt, dev)
         _check(cT, "cT", (B, H), dt, dev)
         _check_lengths(lengths, B, T, dev)
-        _check_packed(packed, lengths, training, dev)
+        _check_packed(packed, lengths, training, dev, xp.shape[0])
         if (w_hr is not None) != (R != H):
             raise ValueError("fastrnn: the recurrent width differs from hidden size exactly when projecting")
     y = xp.new_empty((T, B, R) if packed is None else (xp.shape[0], R))
@@ -187,15 +187,23 @@ def packed_steps(batch_sizes: torch.Tensor):
     return T, B, torch.from_numpy(steps), torch.from_numpy(lengths.astype(np.int64))
 
 
-def _check_packed(packed, lengths, training: bool, device) -> None:
-    if packed is None:
-        return
-    T, _, steps = packed
-    if device.type != "cpu" or training or lengths is None:
-        raise ValueError("fastrnn: packed rows are for CPU inference with lengths")
+def check_steps(steps: torch.Tensor, T: int, rows: int) -> None:
+    """A packed layout's steps against the rows its tensors have (the core checks them against
+    the lengths, but cannot see how many rows x, xp and y hold): a PackedSequence whose
+    batch_sizes do not add up to its data's rows is refused, never read or written past."""
     if steps.dtype != torch.int64 or steps.device.type != "cpu" or not steps.is_contiguous() \
             or steps.shape != (T + 1,):
         raise ValueError(f"fastrnn: steps must be a contiguous int64 CPU tensor of shape ({T + 1},)")
+    if int(steps[T]) != rows:
+        raise RuntimeError(f"PackedSequence: batch_sizes add up to {int(steps[T])} rows, but its data has {rows}")
+
+
+def _check_packed(packed, lengths, training: bool, device, rows: int) -> None:
+    if packed is None:
+        return
+    if device.type != "cpu" or training or lengths is None:
+        raise ValueError("fastrnn: packed rows are for CPU inference with lengths")
+    check_steps(packed[2], packed[0], rows)
 
 
 def forward_fused(mode, x, w_ih, b_ih, w_hh, w_hr, b_hh, h0, c0, lengths, reverse: bool, training: bool,

@@ -167,7 +167,8 @@ def rnn(
         if lengths is None or not input.is_cpu or input.dim() != 2 or torch.is_grad_enabled() \
                 or torch.compiler.is_compiling():
             raise ValueError("packed rows are for CPU inference with lengths, input [N, input_size]")
-        T, B = packed[0], packed[1]
+        T, B, steps = packed
+        _backend.check_steps(steps, T, input.shape[0])
     else:
         T, B = input.shape[0], input.shape[1]
     _check_args(mode, input, hx, cx, weights, bias, num_layers, D, proj_size, per, checked,

@@ -156,6 +156,39 @@ def test_packed_lengths_out_of_range_rejected():
                    torch.tensor(bad))
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_inconsistent_packed_sequence_refused(mode, grad):
+    """A hand-made PackedSequence whose batch_sizes do not fit its data raises (inference reads
+    and writes its rows in place: never past them); one that fits runs."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    _, fast = make_pair(mode, 3, 4, bidirectional=True)
+    for data, bs in ((torch.randn(4, 3), [3, 2]), (torch.randn(9, 3), [3, 2]), (torch.randn(5, 3), [2, 3])):
+        with torch.set_grad_enabled(grad), pytest.raises((RuntimeError, ValueError, IndexError)):
+            fast(PackedSequence(data, torch.tensor(bs)))
+    with torch.set_grad_enabled(grad):
+        out, _ = fast(PackedSequence(torch.randn(5, 3), torch.tensor([3, 2])))
+    assert out.data.shape == (5, 8)
+
+
+def test_packed_steps_checked_against_rows():
+    from fastrnn import functional as FF
+
+    T, B, steps, lengths = _backend.packed_steps(torch.tensor([3, 2]))
+    w = list(fastrnn.LSTM(3, 4)._flat_weights)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="add up to 5 rows"):
+            FF.rnn("LSTM", torch.randn(4, 3), None, None, w, True, 1, 0.0, False, False, 0, lengths,
+                   packed=(T, B, steps))
+        with pytest.raises(ValueError):
+            FF.rnn("LSTM", torch.randn(5, 3), None, None, w, True, 1, 0.0, False, False, 0, lengths,
+                   packed=(T, B, steps.to(torch.int32)))
+        out = FF.rnn("LSTM", torch.randn(5, 3), None, None, w, True, 1, 0.0, False, False, 0, lengths,
+                     packed=(T, B, steps))
+    assert out[0].shape == (5, 4)
+
+
 def test_state_on_wrong_dtype_or_layout():
     ref, fast = make_pair("GRU", 3, 4)
     x = torch.randn(5, 2, 3)
