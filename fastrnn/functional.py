@@ -119,8 +119,8 @@ def infer_layer(mode, x, weights, bias, hx, cx):
             or torch.compiler.is_compiling() or x.stride(2) != 1:
         return None
     dt = x.dtype
-    for t, shape in zip(weights, _expected_shapes(mode, I, w_hh.shape[0] // _backend.GATES[mode], w_hh.shape[-1], 1, 1,
-                                                  bias, False)):
+    H = w_hh.shape[0] // _backend.GATES[mode]  # no projection here: w_hh must be [G*H, H]
+    for t, shape in zip(weights, _expected_shapes(mode, I, H, H, 1, 1, bias, False)):
         if t.shape != shape or t.dtype != dt or not t.is_cpu or not t.is_contiguous():
             return None
     for state in (hx, cx):

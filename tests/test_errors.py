@@ -235,13 +235,15 @@ def test_functional_api_validates_everything_it_passes_on():
             call()
 
 
-def test_wrong_shaped_parameter_is_refused_not_read():
+@pytest.mark.parametrize("grad", [True, False])
+def test_wrong_shaped_parameter_is_refused_not_read(grad):
     for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):
-        layer = cls(3, 4)
-        with torch.no_grad():
-            layer.weight_hh_l0 = torch.nn.Parameter(torch.randn(2, 2))
-        with pytest.raises((ValueError, RuntimeError)):
-            layer(torch.randn(5, 2, 3))
+        for shape in ((2, 2), (cls(3, 4).weight_hh_l0.shape[0], 2)):  # (G*H, 2): right rows, wrong width
+            layer = cls(3, 4)
+            with torch.no_grad():
+                layer.weight_hh_l0 = torch.nn.Parameter(torch.randn(*shape))
+            with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="weight"):
+                layer(torch.randn(5, 2, 3))
     cell = fastrnn.GRUCell(3, 4)
     cell.weight_hh = torch.nn.Parameter(torch.randn(2, 2))
     with pytest.raises(RuntimeError):
