@@ -23,12 +23,29 @@ def _weights_per_direction(bias: bool, proj: bool) -> int:
 
 # Largest input projection (multiply-adds, T*B*I*G*H) that the native loop computes itself,
 # its backward then computing the weight gradients too (one native call each way, no addmm
-# node, no mm/sum nodes). Alternating A/B against torch's addmm + GEMMs, 2 threads: fused was
-# faster for every cell up to 2^23 (e.g. LSTM (15,5,50,50) train 594 -> 435 us, GRU
-# (20,8,32,64) 720 -> 515 us, RNN (100,1,128,128) 764 -> 599 us; inference 4-26 %); above it
-# mixed (RNN (100,32,64,128) inference 1.64 -> 1.73 ms) and from ~10^8 with wide inputs
-# slower (LSTM (50,32,256,256) train 37.6 -> 42.4 ms): MKL is the faster GEMM there.
-FUSE_MAX_MACS = 1 << 23
+# node, no mm/sum nodes); GRU's limit is _FUSE_GRU_SCALE times larger. Alternating A/B against
+# torch's addmm + GEMMs (or, for LSTM/RNN layers whose projection joins each step's GEMM, the
+# same forward with torch's GEMMs for the weight gradients), 2 threads, base / fused:
+# - up to 2^23 fused was faster for every cell (e.g. LSTM (15,5,50,50) train 594 -> 435 us,
+#   GRU (20,8,32,64) 720 -> 515 us, RNN (100,1,128,128) 764 -> 599 us; inference 4-26 %);
+# - 2^23 to 2^25, measured again since the core's GEMMs improved: infer / train LSTM
+#   (200,1,128,128) 1.12 / 0.99x, (400,1,128,128) 1.05 / 1.07x, (100,4,128,128) 1.03 / 0.98x;
+#   RNN (100,8,128,128) 1.05 / 1.08x, (35,20,128,256) 1.01 / 1.30x, (200,4,128,128)
+#   0.99 / 1.06x, (100,16,128,128) 1.05 / 1.01x;
+# - GRU up to 2^27: (200,1,128,128) 1.12 / 1.14x, (200,4,128,128) 1.07 / 1.21x,
+#   (100,32,64,128) 1.02 / 1.03x, (35,20,128,256) 1.03 / 1.03x, (60,32,128,128) 1.03 / 1.19x,
+#   (100,32,96,128) 0.97 / 1.06x;
+# - above: mixed to slower, MKL being the faster GEMM there (LSTM (50,32,256,256) train 0.93x,
+#   (35,20,128,256) 0.96x; RNN (50,32,256,256) 0.99 / 0.96x; GRU (50,32,256,256) 0.99 / 0.90x;
+#   (20,64,1024,256) 0.74-0.92x for all three).
+FUSE_MAX_MACS = 1 << 25
+_FUSE_GRU_SCALE = 4
+
+
+def _fuses(mode: str, macs: int) -> bool:
+    """Whether a layer whose input projection takes ``macs`` multiply-adds is small enough for
+    the native call to compute the projection and the weight gradients itself."""
+    return macs <= FUSE_MAX_MACS * (_FUSE_GRU_SCALE if mode == "GRU" else 1)
 
 
 def _step_projects(mode, B, I, w_hh) -> bool:
@@ -63,7 +80,7 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
         T, B, I = x.shape
     else:
         (T, B, _), I = packed, x.shape[1]
-    small = T * B * I * w_ih.shape[0] <= FUSE_MAX_MACS
+    small = _fuses(mode, T * B * I * w_ih.shape[0])
     if x.is_cpu and 0 < I and not compiling and (small or _step_projects(mode, B, I, w_hh)):
         if x.stride(-1) != 1:
             x = x.contiguous()
@@ -115,7 +132,7 @@ def infer_layer(mode, x, weights, bias, hx, cx):
     """
     T, B, I = x.shape
     w_ih, w_hh = weights[0], weights[1]
-    if len(weights) != (4 if bias else 2) or I == 0 or T * B * I * w_ih.shape[0] > FUSE_MAX_MACS \
+    if len(weights) != (4 if bias else 2) or I == 0 or not _fuses(mode, T * B * I * w_ih.shape[0]) \
             or torch.compiler.is_compiling() or x.stride(2) != 1:
         return None
     dt = x.dtype
