@@ -121,10 +121,12 @@ def _direction(mode, x, params, bias, proj, h0, c0, lengths, reverse, hT=None, c
     return y, hT, cT
 
 
-def infer_layer(mode, x, weights, bias, hx, cx):
-    """Inference through one unidirectional layer without projection, at the sizes whose input
-    projection the native loop fuses: the modules' shortest way to the kernel, for the tutorial
-    and serving shapes where the Python around the loop is most of the call.
+def single_layer(mode, x, weights, bias, hx, cx):
+    """One unidirectional layer without projection, at the sizes whose input projection (and,
+    in training, whose weight gradients) the native calls compute: the modules' shortest way to
+    the kernel, for the tutorial and serving shapes where the Python around the loop is most
+    of the call. The same native calls as the general path (rnn), without its loops over
+    layers and directions and their per-call checks and copies.
 
     x: [T,B,I] on the CPU with T > 0; hx / cx: [1,B,R] / [1,B,H] or None, already checked by
     the module. Returns (output, h_n, c_n or None), or None where this path does not apply
@@ -143,8 +145,17 @@ def infer_layer(mode, x, weights, bias, hx, cx):
     for state in (hx, cx):
         if state is not None and not state.is_contiguous():
             return None
-    y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, weights[2] if bias else None, w_hh, None,
-                                          weights[3] if bias else None, hx, cx, None, False, False, stacked=True)
+    b_ih, b_hh = (weights[2], weights[3]) if bias else (None, None)
+    if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in weights)
+                                    or (hx is not None and hx.requires_grad)
+                                    or (cx is not None and cx.requires_grad)):
+        # the Function takes the states as [B,R] / [B,H] (their gradients' shapes) and gives
+        # h_n, c_n stacked, as _direction does for a single layer
+        out = LayerFunction.apply(mode, False, None, x, w_ih, b_ih, w_hh, None, b_hh,
+                                  None if hx is None else hx[0], None if cx is None else cx[0], True, True)
+        return out if mode == "LSTM" else (out[0], out[1], None)
+    y, hT, cT, _ = _backend.forward_fused(mode, x, w_ih, b_ih, w_hh, None, b_hh, hx, cx, None, False, False,
+                                          stacked=True)
     return y, hT, cT
 
 

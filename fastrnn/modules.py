@@ -15,12 +15,12 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _backend
-from .functional import infer_layer as _infer_layer
+from .functional import single_layer as _single_layer
 from .functional import rnn as _rnn
 
-# The inference shortcuts (tests compare them with the general path): a single layer straight
-# to the native call; PackedSequence rows read and written in place by the native loops.
-_FAST_INFER = True
+# The shortcuts (tests compare them with the general path): a single layer straight to the
+# native calls; PackedSequence rows read and written in place by the native loops (inference).
+_FAST_LAYER = True
 _PACKED_ROWS = True
 
 __all__ = ["LSTM", "GRU", "RNN"]
@@ -79,9 +79,8 @@ class _FastRNNBase(nn.RNNBase):
             if x.size(0) > 0 and (hx is None or self._state_ok(hx, x.size(1), x.dtype)) \
                     and (hx is None or (hx[0] if self.mode == "LSTM" else hx).device == x.device):
                 h0, c0 = (None, None) if hx is None else ((hx[0], hx[1]) if self.mode == "LSTM" else (hx, None))
-                if self.num_layers == 1 and not self.bidirectional and self.proj_size == 0 and _FAST_INFER \
-                        and not torch.is_grad_enabled():
-                    res = _infer_layer(self.mode, x, weights, self.bias, h0, c0)
+                if self.num_layers == 1 and not self.bidirectional and self.proj_size == 0 and _FAST_LAYER:
+                    res = _single_layer(self.mode, x, weights, self.bias, h0, c0)
                     if res is not None:
                         out = res[0].transpose(0, 1) if self.batch_first else res[0]
                         return out, ((res[1], res[2]) if self.mode == "LSTM" else res[1])

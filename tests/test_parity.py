@@ -251,7 +251,7 @@ def test_inference_no_grad(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_inference_single_layer(mode, batch_first, bias, state, dtype, monkeypatch):
     """A single unidirectional layer in inference takes the modules' short path to the kernel
-    (fastrnn.functional.infer_layer): the same numbers as torch, and as the general path."""
+    (fastrnn.functional.single_layer): the same numbers as torch, and as the general path."""
     import fastrnn.modules
 
     ref, fast = make_pair(mode, 3, 10, batch_first=batch_first, bias=bias, dtype=dtype)
@@ -266,7 +266,7 @@ def test_inference_single_layer(mode, batch_first, bias, state, dtype, monkeypat
     with torch.no_grad():
         out_r, h_r = ref(x, hx)
         out_f, h_f = fast(x, hx)
-        monkeypatch.setattr(fastrnn.modules, "_FAST_INFER", False)
+        monkeypatch.setattr(fastrnn.modules, "_FAST_LAYER", False)
         out_g, h_g = fast(x, hx)
     assert out_f.shape == out_r.shape and not out_f.requires_grad
     assert_close(out_f, out_r, dtype, "output")
@@ -274,6 +274,47 @@ def test_inference_single_layer(mode, batch_first, bias, state, dtype, monkeypat
     for a, b, c in zip(_flat(h_f), _flat(h_r), _flat(h_g)):
         assert a.shape == b.shape
         assert_close(a, b, dtype, "final state")
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("batch_first,bias,state,x_grad", [(False, True, None, False), (True, True, "given", True),
+                                                           (False, False, "given", False), (False, True, "frozen", True)])
+@pytest.mark.parametrize("mode", MODES)
+def test_training_single_layer(mode, batch_first, bias, state, x_grad, dtype, monkeypatch):
+    """Training through a single unidirectional layer takes the same short path (the same
+    autograd Function as the general path, called directly): torch's outputs and gradients,
+    and bit for bit those of the general path. "frozen": no parameter requires grad, only x."""
+    import fastrnn.modules
+
+    ref, fast = make_pair(mode, 3, 10, batch_first=batch_first, bias=bias, dtype=dtype)
+    if state == "frozen":
+        for layer in (ref, fast):
+            layer.requires_grad_(False)
+    x = torch.randn(2, 7, 3, dtype=dtype) if batch_first else torch.randn(7, 2, 3, dtype=dtype)
+    x.requires_grad_(x_grad)
+    hx = _states(mode, 1, 2, 10, 10, dtype)[0] if state == "given" else None
+    outs = []
+    for layer, fast_path in ((ref, True), (fast, True), (fast, False)):
+        monkeypatch.setattr(fastrnn.modules, "_FAST_LAYER", fast_path)
+        layer.zero_grad(set_to_none=True)
+        leaves = [p for p in layer.parameters() if p.requires_grad] + ([x] if x_grad else []) + \
+            (_flat(hx) if hx is not None else [])
+        out, h = layer(x, hx)
+        torch.manual_seed(7)
+        loss = (out * torch.randn_like(out)).sum() + sum((t * torch.randn_like(t)).sum() for t in _flat(h))
+        grads = torch.autograd.grad(loss, leaves) if leaves else ()
+        outs.append((out, _flat(h), grads))
+    (out_r, h_r, g_r), (out_f, h_f, g_f), (out_g, h_g, g_g) = outs
+    assert_close(out_f, out_r, dtype, "output")
+    assert torch.equal(out_f, out_g)
+    for a, b, c in zip(h_f, h_r, h_g):
+        assert a.shape == b.shape
+        assert_close(a, b, dtype, "final state")
+        assert torch.equal(a, c)
+    assert len(g_f) == len(g_r) == len(g_g)
+    for a, b, c in zip(g_f, g_r, g_g):
+        assert_close(a, b, dtype, "gradient")
         assert torch.equal(a, c)
 
 
