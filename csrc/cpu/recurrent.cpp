@@ -54,12 +54,18 @@ inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
   *end = *begin + chunk + (tid < rest ? 1 : 0);
 }
 
-// Threads worth using for a loop of `panels` panels with `flops` per step. (With the spin
-// barrier, 30k flops per step already gain from a second thread: batch-1 RNN H=128
-// 219 -> 183 us, LSTM H=64 130 -> 96 us; at the tutorial sizes, 12-16k, a Python-level call
-// gained nothing: the workers' wake-up ate it.)
-inline int threads_for(int requested, int64_t panels, int64_t flops_per_step) {
+// Threads worth using for a loop of T steps over `panels` panels with `flops` per step. A
+// second thread pays once per call for the workers' wake-up (about 4.6 us from Python) and
+// per step for the barrier (about 0.45 us), so it takes both enough work per step (30k
+// flops: batch-1 RNN H=128 219 -> 183 us, LSTM H=64 130 -> 96 us) and enough steps: about
+// 10^6 flops per call, gate epilogues counting 1.5x (forward calls from Python, 2 threads
+// against 1, e.g. T=1: RNN B=8 H=64 2.9 vs 5.2 us, LSTM B=1 H=128 16.5 vs 20.9 us, GRU B=8
+// H=64 6.1 vs 7.9 us; T=10: RNN B=8 H=64 16.0 vs 17.0 us but LSTM B=8 H=32 20.1 vs 15.8 us;
+// the backward loop alike: T=1 LSTM B=8 H=64 9.8 vs 13.7 us, T=10 RNN B=8 H=64 14.9 vs 18.0).
+inline int threads_for(int requested, int64_t panels, int64_t flops_per_step, int64_t T, bool gated) {
   if (requested <= 1 || flops_per_step < 30000) return 1;
+  const double work = double(T) * double(flops_per_step) * (gated ? 1.5 : 1.0);
+  if (work < 1e6) return 1;
   int64_t nt = requested;
   if (nt > panels) nt = panels;
   return nt < 1 ? 1 : static_cast<int>(nt);
@@ -496,7 +502,8 @@ void forward_cell(const ForwardArgs<S>& a) {
       std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
   }
   f.prefetch = f.xp != nullptr && a.T * B * G * H * int64_t(sizeof(S)) > kPrefetchBytes;
-  const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * (R + (f.step_proj ? a.I : 0)));
+  const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * (R + (a.x != nullptr ? a.I : 0)),
+                             a.T, G > 1);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(
@@ -1022,7 +1029,7 @@ void backward_cell(const BackwardArgs<S>& args) {
   };
   init_carry(a.dh0, a.dhT, a.dhT_sb, a.dhT_su, R);
   if (C == Cell::LSTM) init_carry(a.dc0, a.dcT, a.dcT_sb, a.dcT_su, H);
-  const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R);
+  const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R, T, G > 1);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(
