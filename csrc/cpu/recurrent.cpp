@@ -170,12 +170,14 @@ struct Forward {
   const S* xp;   // [T,B,G*H] input projection: a->xp, or computed here from a->x (null:
                  // projected in the epilogue, inline_projection, or in the step's GEMM)
   S* xpw;        // where the fused projection writes xp (null: a->xp given, or inline)
-  const S* wpi;  // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection), laid out as
+  S* wpi;        // packed W_ih^T panels: [ceil(H/N)][I][G][N] (fused projection), laid out as
                  // wp1 ([ceil(H/(GW*N))][I][G*GW][N]) when step_proj
   bool step_proj;  // x W_ih^T + b_ih summed in the step's GEMM (step_projection)
   bool prefetch;   // xp streams from memory (over kPrefetchBytes): prefetched a step ahead
-  const S* wp1;  // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
-  const S* wp2;  // packed W_hr^T panels: [ceil(R/(kRnnGW*N))][H][kRnnGW][N] (projection)
+  // The weights' panels are packed by run(), each thread those it multiplies by (unless
+  // ForwardArgs::prepacked: W_hh's and W_hr's are there from an earlier call).
+  S* wp1;        // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
+  S* wp2;        // packed W_hr^T panels: [ceil(R/(kRnnGW*N))][H][kRnnGW][N] (projection)
   S* hbuf[2];    // [B,R] each: state before / after the step
   S* hpre_s;     // [B,H] projection input when not saved
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
@@ -319,6 +321,22 @@ struct Forward {
     int64_t p1b, p1e, p2b, p2e;
     split(ceil_div(H, GW * N), tid, nt, &p1b, &p1e);  // groups of GW panels
     split(ceil_div(R, kRnnGW * N), tid, nt, &p2b, &p2e);
+    // This thread's panels of the weights, packed here: no other thread reads them, so no
+    // barrier, and they start in the caches of the core that multiplies by them (packing
+    // them all on one thread before the loop was half of a T=1 call: LSTM B=16 H=256).
+    if (!a->prepacked) {
+      if (GW > 1)
+        pack_rows_grouped<S, GW>(a->w_hh, H, R, wp1, p1b, p1e);
+      else
+        pack_rows(a->w_hh, G, H, R, wp1, p1b, p1e);
+      if (proj) pack_rows_grouped<S, kRnnGW>(a->w_hr, R, H, wp2, p2b, p2e);
+    }
+    if (wpi != nullptr) {
+      if (step_proj && GW > 1)
+        pack_rows_grouped<S, GW>(a->w_ih, H, a->I, wpi, p1b, p1e);
+      else
+        pack_rows(a->w_ih, G, H, a->I, wpi, p1b * GW, imin(p1e * GW, ceil_div(H, N)));
+    }
     if (xpw != nullptr) {
       // this thread's projection panels: those of its unit groups
       const int64_t pb = p1b * GW, pe = imin(p1e * GW, ceil_div(H, N));
@@ -457,12 +475,6 @@ void forward_cell(const ForwardArgs<S>& a) {
   f.step_proj = a.x != nullptr && step_projection(C, B, H, a.I, sizeof(S));
   S* wp1 = w;
   w += ceil_div(H, F::GW * N) * F::GW * N * G * R;
-  if (!a.prepacked) {
-    if (F::GW > 1)
-      pack_rows_grouped<S, F::GW>(a.w_hh, H, R, wp1);
-    else
-      pack_rows(a.w_hh, G, H, R, wp1);
-  }
   f.wp1 = wp1;
   f.wp2 = nullptr;
   f.hpre_s = nullptr;
@@ -473,7 +485,6 @@ void forward_cell(const ForwardArgs<S>& a) {
   if (proj) {
     S* wp2 = w;
     w += ceil_div(R, kRnnGW * N) * kRnnGW * N * H;
-    if (!a.prepacked) pack_rows_grouped<S, kRnnGW>(a.w_hr, R, H, wp2);
     f.wp2 = wp2;
     f.hpre_s = w;
     w += B * H;
@@ -481,10 +492,6 @@ void forward_cell(const ForwardArgs<S>& a) {
   if (a.x != nullptr) {
     S* wpi = w;
     w += ceil_div(H, F::GW * N) * F::GW * N * G * a.I;
-    if (f.step_proj && F::GW > 1)
-      pack_rows_grouped<S, F::GW>(a.w_ih, H, a.I, wpi);
-    else
-      pack_rows(a.w_ih, G, H, a.I, wpi);
     f.wpi = wpi;
     if (!inline_projection(a.I) && !f.step_proj) {
       f.xpw = a.gates != nullptr ? a.gates : w;
@@ -559,8 +566,9 @@ struct Backward {
   const BackwardArgs<S>* a;  // outputs all set (scratch for those the caller did not want)
   int64_t dy_st, dy_sb;       // dy's strides; dy_su 0 (a broadcast per row) or 1
   bool dy_bcast;
-  const S* wp1;  // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
-  const S* wp2;  // packed W_hr panels: [ceil(H/N)][R][N]  (dh_r @ W_hr)
+  S* wp1;        // packed W_hh panels: [ceil(R/(kGW*N))][G*H][kGW][N]  (dG @ W_hh)
+  S* wp2;        // packed W_hr panels: [ceil(H/N)][R][N]  (dh_r @ W_hr)
+                 // (each thread packs those it multiplies by, as the forward's)
   S* dgh[2];     // GRU: [B,G*H] each, gradient of the recurrent pre-activations
   bool sorted;   // lengths non-increasing: GEMMs over the active prefix of rows only
   bool prefetch;  // the saved gates and states stream from memory (kPrefetchBytes)
@@ -641,6 +649,8 @@ struct Backward {
     int64_t p1b, p1e, p2b, p2e;
     split(ceil_div(R, kGW * N), tid, nt, &p1b, &p1e);
     split(ceil_div(H, N), tid, nt, &p2b, &p2e);
+    pack_cols<S, kGW>(a->w_hh, GH, R, wp1, p1b, p1e);
+    if (proj) pack_cols(a->w_hr, R, H, wp2, p2b, p2e);
     const S* prev_dg = nullptr;  // [B,G*H] dG of the previously visited step
     for (int64_t s = 0; s <= T; ++s) {
       const bool last = s == T;  // after the loop: dh0 = carry + dG_first @ W_hh
@@ -983,12 +993,10 @@ void backward_cell(const BackwardArgs<S>& args) {
   S* w = args.work;
   F f;
   f.wp1 = w;
-  pack_cols<S, kGW>(args.w_hh, G * H, R, w);
   w += ceil_div(R, kGW * N) * kGW * N * G * H;
   f.wp2 = nullptr;
   if (proj) {
     f.wp2 = w;
-    pack_cols(args.w_hr, R, H, w);
     w += ceil_div(H, N) * N * R;
   }
   f.dgh[0] = f.dgh[1] = nullptr;

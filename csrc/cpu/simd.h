@@ -272,11 +272,13 @@ FASTRNN_INLINE void transpose_block(const S* src, int64_t ld_src, S* dst, int64_
 // panel q takes row row_of(q, g, u) (negative: a zero-padded lane past the edge). Blocks of
 // k keep both sides in L1: walking all lanes per k instead read every row's cache line
 // again for each k (a 2048 x 512 LSTM W_hh took 1.7 ms to pack, now 0.5 ms).
+// Only panels q0..q1-1 are written (the packers below take the same range: each thread of a
+// loop packs the panels it multiplies by, see Forward::run).
 template <typename S, typename RowOf>
-inline void pack_row_panels(const S* W, int64_t np, int64_t G, int64_t K, RowOf&& row_of, S* out) {
+inline void pack_row_panels(const S* W, int64_t q0, int64_t q1, int64_t G, int64_t K, RowOf&& row_of, S* out) {
   constexpr int N = V<S>::N;
   constexpr int64_t KB = 4 * 64 / int64_t(sizeof(S));  // k per block: 4 cache lines of a row
-  for (int64_t q = 0; q < np; ++q)
+  for (int64_t q = q0; q < q1; ++q)
     for (int64_t k0 = 0; k0 < K; k0 += KB) {
       const int64_t k1 = imin(K, k0 + KB);
       for (int64_t g = 0; g < G; ++g) {
@@ -304,11 +306,12 @@ inline void pack_row_panels(const S* W, int64_t np, int64_t G, int64_t K, RowOf&
 }
 
 // out: [ceil(N_cols/N)][K][G][N]; right-hand B(k, g, u) = W[(g*N_cols + u)*K + k]
-// (W: [G*N_cols, K], i.e. x @ W^T).
+// (W: [G*N_cols, K], i.e. x @ W^T). Panels q0..q1-1 (q1 < 0: to the last).
 template <typename S>
-inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) {
+inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out, int64_t q0 = 0, int64_t q1 = -1) {
   constexpr int N = V<S>::N;
-  pack_row_panels(W, ceil_div(n_cols, N), G, K, [&](int64_t p, int64_t g, int u) {
+  if (q1 < 0) q1 = ceil_div(n_cols, N);
+  pack_row_panels(W, q0, q1, G, K, [&](int64_t p, int64_t g, int u) {
     const int64_t col = p * N + u;
     return col < n_cols ? g * n_cols + col : int64_t(-1);
   }, out);
@@ -316,10 +319,12 @@ inline void pack_rows(const S* W, int64_t G, int64_t n_cols, int64_t K, S* out) 
 
 // out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[((q*GW + g)*N + u)*K + k]
 // (W: [N_cols, K], x @ W^T): GW consecutive blocks of N output columns side by side.
+// Panels q0..q1-1 (q1 < 0: to the last).
 template <typename S, int GW>
-inline void pack_rows_grouped(const S* W, int64_t n_cols, int64_t K, S* out) {
+inline void pack_rows_grouped(const S* W, int64_t n_cols, int64_t K, S* out, int64_t q0 = 0, int64_t q1 = -1) {
   constexpr int N = V<S>::N;
-  pack_row_panels(W, ceil_div(n_cols, GW * N), GW, K, [&](int64_t q, int64_t g, int u) {
+  if (q1 < 0) q1 = ceil_div(n_cols, GW * N);
+  pack_row_panels(W, q0, q1, GW, K, [&](int64_t q, int64_t g, int u) {
     const int64_t col = (q * GW + g) * N + u;
     return col < n_cols ? col : int64_t(-1);
   }, out);
@@ -327,12 +332,13 @@ inline void pack_rows_grouped(const S* W, int64_t n_cols, int64_t K, S* out) {
 
 // out: [ceil(N_cols/(GW*N))][K][GW][N]; right-hand B(k, g, u) = W[k*N_cols + (q*GW + g)*N + u]
 // (W: [K, N_cols], x @ W): GW consecutive blocks of N columns side by side, so that one
-// micro-kernel tile covers GW*N columns (GW = 1: plain panels of N columns).
+// micro-kernel tile covers GW*N columns (GW = 1: plain panels of N columns). Panels
+// q0..q1-1 (q1 < 0: to the last).
 template <typename S, int GW = 1>
-inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out) {
+inline void pack_cols(const S* W, int64_t K, int64_t n_cols, S* out, int64_t q0 = 0, int64_t q1 = -1) {
   constexpr int N = V<S>::N;
-  const int64_t np = ceil_div(n_cols, GW * N);
-  for (int64_t q = 0; q < np; ++q)
+  if (q1 < 0) q1 = ceil_div(n_cols, GW * N);
+  for (int64_t q = q0; q < q1; ++q)
     for (int64_t k = 0; k < K; ++k)
       for (int g = 0; g < GW; ++g) {
         S* dst = out + ((q * K + k) * GW + g) * N;
