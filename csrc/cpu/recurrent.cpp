@@ -54,17 +54,21 @@ inline void split(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
   *end = *begin + chunk + (tid < rest ? 1 : 0);
 }
 
-// Threads worth using for a loop of T steps over `panels` panels with `flops` per step. A
-// second thread pays once per call for the workers' wake-up (about 4.6 us from Python) and
-// per step for the barrier (about 0.45 us), so it takes both enough work per step (30k
-// flops: batch-1 RNN H=128 219 -> 183 us, LSTM H=64 130 -> 96 us) and enough steps: about
-// 10^6 flops per call, gate epilogues counting 1.5x (forward calls from Python, 2 threads
-// against 1, e.g. T=1: RNN B=8 H=64 2.9 vs 5.2 us, LSTM B=1 H=128 16.5 vs 20.9 us, GRU B=8
-// H=64 6.1 vs 7.9 us; T=10: RNN B=8 H=64 16.0 vs 17.0 us but LSTM B=8 H=32 20.1 vs 15.8 us;
-// the backward loop alike: T=1 LSTM B=8 H=64 9.8 vs 13.7 us, T=10 RNN B=8 H=64 14.9 vs 18.0).
-inline int threads_for(int requested, int64_t panels, int64_t flops_per_step, int64_t T, bool gated) {
+// Threads worth using for a loop of T steps over `panels` panels with `flops` per step, whose
+// threads first pack `packed` weight elements (each its own panels). A second thread pays
+// once per call for the workers' wake-up (about 4.6 us from Python) and per step for the
+// barrier (about 0.45 us), so it takes both enough work per step (30k flops: batch-1 RNN
+// H=128 219 -> 183 us, LSTM H=64 130 -> 96 us) and enough work per call: about 10^6 flops,
+// gate epilogues counting 1.5x and a packed element 30. Forward calls from Python, time on
+// 1 thread / on 2: T=1 RNN B=16 I=64 H=64 0.96x, B=1 I=64 H=128 0.99x, I=256 H=256 1.30x;
+// LSTM B=1 I=32 H=64 1.00x, I=64 H=96 1.11x, I=128 H=128 1.28x; GRU B=1 I=32 H=64 0.95x, I=128
+// H=128 1.23x (before the threads packed their own panels, the line was 10^6 flops without
+// the packing); T=10 RNN B=8 H=64 16.0 vs 17.0 us but LSTM B=8 H=32 20.1 vs 15.8 us; the
+// backward loop alike, e.g. T=10 RNN B=8 H=64 14.9 vs 18.0 us.
+constexpr double kPackFlops = 30;
+inline int threads_for(int requested, int64_t panels, int64_t flops_per_step, int64_t T, bool gated, int64_t packed) {
   if (requested <= 1 || flops_per_step < 30000) return 1;
-  const double work = double(T) * double(flops_per_step) * (gated ? 1.5 : 1.0);
+  const double work = double(T) * double(flops_per_step) * (gated ? 1.5 : 1.0) + kPackFlops * double(packed);
   if (work < 1e6) return 1;
   int64_t nt = requested;
   if (nt > panels) nt = panels;
@@ -509,8 +513,9 @@ void forward_cell(const ForwardArgs<S>& a) {
       std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
   }
   f.prefetch = f.xp != nullptr && a.T * B * G * H * int64_t(sizeof(S)) > kPrefetchBytes;
+  const int64_t packed = (a.prepacked ? 0 : G * H * R + (proj ? R * H : 0)) + (a.x != nullptr ? G * H * a.I : 0);
   const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * (R + (a.x != nullptr ? a.I : 0)),
-                             a.T, G > 1);
+                             a.T, G > 1, packed);
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(
@@ -1037,7 +1042,8 @@ void backward_cell(const BackwardArgs<S>& args) {
   };
   init_carry(a.dh0, a.dhT, a.dhT_sb, a.dhT_su, R);
   if (C == Cell::LSTM) init_carry(a.dc0, a.dcT, a.dcT_sb, a.dcT_su, H);
-  const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R, T, G > 1);
+  const int nt = threads_for(a.num_threads, ceil_div(R, kGW * N), 2 * B * G * H * R, T, G > 1,
+                             G * H * R + (proj ? R * H : 0));
   Barrier bar(nt);
   f.bar = &bar;
   parallel_run(
