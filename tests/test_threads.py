@@ -53,3 +53,27 @@ def test_concurrent_python_threads_on_different_modules():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("proj", [0, 24])
+def test_single_step_threads_pack_their_panels(mode, proj):
+    """T=1 calls with large weights run on 2 threads (threads_for counts the packing), each
+    thread packing only its own panels: every output and gradient must still match torch."""
+    if proj and mode != "LSTM":
+        pytest.skip("proj_size is LSTM's")
+    kw = {"proj_size": proj} if proj else {}
+    ref, fast = make_pair(mode, 200, 160, **kw)
+    x = torch.randn(1, 2, 200, requires_grad=True)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            y_inf = fast(x)[0]
+        got = _fwd_bwd(fast, x)
+    finally:
+        torch.set_num_threads(old)
+    want = _fwd_bwd(ref, x)
+    assert_close(y_inf, want[0], torch.float32, "inference output")
+    for i, (u, v) in enumerate(zip(got, want)):
+        assert_close(u, v, torch.float32, f"tensor {i}")
