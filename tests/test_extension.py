@@ -47,6 +47,19 @@ def test_every_isa_matches(isa, tmp_path):
         "  torch.testing.assert_close(b,a,atol=2e-5,rtol=1e-4)\n"
         "  ga=torch.autograd.grad(a.sum(),x)[0]; gb=torch.autograd.grad(b.sum(),x)[0]\n"
         "  torch.testing.assert_close(gb,ga,atol=2e-5,rtol=1e-4)\n"
+        # wider layers on 2 threads (several panels per thread, the fused step projection, the
+        # weight gradients), a projection, and float64
+        "torch.set_num_threads(2)\n"
+        "for kw,dt in [(dict(hidden_size=150,num_layers=2),torch.float32),(dict(hidden_size=70,proj_size=23),torch.float32),\n"
+        "              (dict(hidden_size=33,bidirectional=True),torch.float64)]:\n"
+        "  for ct,cf in [(torch.nn.LSTM,fastrnn.LSTM),(torch.nn.GRU,fastrnn.GRU),(torch.nn.RNN,fastrnn.RNN)]:\n"
+        "    if 'proj_size' in kw and ct is not torch.nn.LSTM: continue\n"
+        "    t=ct(40,dtype=dt,**kw); f=cf(40,dtype=dt,**kw); f.load_state_dict(t.state_dict())\n"
+        "    x=torch.randn(9,16,40,dtype=dt)\n"
+        "    a=t(x)[0]; b=f(x)[0]\n"
+        "    torch.testing.assert_close(b,a,atol=2e-5,rtol=1e-4)\n"
+        "    ga=torch.autograd.grad(a.square().sum(),list(t.parameters())); gb=torch.autograd.grad(b.square().sum(),list(f.parameters()))\n"
+        "    for u,v in zip(gb,ga): torch.testing.assert_close(u,v,atol=1e-4,rtol=1e-4)\n"
         "print(fastrnn.info()['isa'])\n"
     )
     import os

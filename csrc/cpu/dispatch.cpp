@@ -1,5 +1,7 @@
 // Runtime ISA dispatch: one binary holds the kernels built for AVX-512, AVX2+FMA and the
-// portable baseline; the first call picks the best one the CPU supports.
+// portable baseline; the first call picks the best one the CPU supports (AVX-512 only where
+// it runs more flops per cycle than AVX2, see avx512_pays).
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -43,16 +45,46 @@ bool avx512_ok() {
 #endif
 }
 
+// Best FMA rate (flops per second) of one ISA's loop over a few short runs on this thread:
+// the maximum, since another tenant or a preemption can only slow a run down.
+double fma_rate(double (*fma_flops)(int64_t)) {
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double flops = fma_flops(2000);  // 24k vector FMAs: a few microseconds
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0 && flops / s > best) best = flops / s;
+  }
+  return best;
+}
+
+// 512-bit vectors pay only where they raise the FMA throughput: CPUs that split each zmm
+// operation into two 256-bit halves (AMD Zen 4) run as many flops per cycle either way,
+// and there the AVX-512 kernels' wider panels (16 lanes: more padding at small H, half as
+// many hidden-unit blocks to share among threads) made them slower than the AVX2 ones
+// (Zen 4, 2 threads, same bench rows in alternating processes: LSTM (100,32,64,128)
+// 4.82 -> 4.22 ms, GRU 4.60 -> 3.23 ms, LSTM (200,1,128,128) 0.80 -> 0.55 ms). So AVX-512 is
+// picked only when its FMA loop measures at least 1.5x AVX2's.
+bool avx512_pays() {
+#if FASTRNN_HAVE_AVX512
+  const double r2 = fma_rate(avx2::kernels_f32().fma_flops);
+  const double r5 = fma_rate(avx512::kernels_f32().fma_flops);
+  return r5 >= 1.5 * r2;
+#else
+  return false;
+#endif
+}
+
 Isa pick() {
   Isa best = Isa::Generic;
   if (avx2_ok()) best = Isa::Avx2;
-  if (avx512_ok()) best = Isa::Avx512;
   const char* forced = std::getenv("FASTRNN_ISA");
   if (forced != nullptr) {
     if (std::strcmp(forced, "generic") == 0) return Isa::Generic;
     if (std::strcmp(forced, "avx2") == 0 && avx2_ok()) return Isa::Avx2;
     if (std::strcmp(forced, "avx512") == 0 && avx512_ok()) return Isa::Avx512;
   }
+  if (avx512_ok() && avx512_pays()) best = Isa::Avx512;
   return best;
 }
 
