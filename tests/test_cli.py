@@ -17,7 +17,7 @@ def test_info_json():
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert {"version", "isa", "cuda_compiled", "threads", "torch"} <= set(info)
-    assert info["extension"] and info["isa"] in ("generic", "avx2", "avx512")
+    assert info["extension"] and info["isa"] in ("generic", "avx2", "avx512", "avx512_256")
 
 
 def test_bench_table_and_json(tmp_path):

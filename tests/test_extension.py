@@ -12,7 +12,7 @@ from fastrnn import _backend
 def test_extension_loaded():
     assert _backend.available()
     info = fastrnn.info()
-    assert info["extension"] and info["isa"] in ("generic", "avx2", "avx512")
+    assert info["extension"] and info["isa"] in ("generic", "avx2", "avx512", "avx512_256")
     assert info["version"] == fastrnn.__version__
     assert info["torch"] == torch.__version__
 
@@ -34,7 +34,7 @@ def test_extension_has_no_torch_symbols():
     assert b"_ZN3c10" not in blob and b"_ZN2at" not in blob  # no c10:: / at:: symbol references
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512_256"])
 def test_every_isa_matches(isa, tmp_path):
     """Force each ISA the CPU supports in a subprocess and check parity there."""
     code = (
@@ -70,6 +70,6 @@ def test_every_isa_matches(isa, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     picked = res.stdout.strip().splitlines()[-1]
-    assert picked in ("generic", "avx2", "avx512"), res.stdout
+    assert picked in ("generic", "avx2", "avx512", "avx512_256"), res.stdout
     if picked != isa:
         pytest.skip(f"this CPU cannot run {isa} (picked {picked})")

@@ -29,6 +29,7 @@ struct KernelSet {
 FASTRNN_DECLARE_ISA(generic)
 FASTRNN_DECLARE_ISA(avx2)
 FASTRNN_DECLARE_ISA(avx512)
+FASTRNN_DECLARE_ISA(avx512_256)
 #undef FASTRNN_DECLARE_ISA
 
 // Scratch elements a backward call needs beyond backward_workspace(cell, B, H, R): room for
@@ -69,9 +70,10 @@ inline bool step_projection(Cell cell, int64_t B, int64_t H, int64_t I, int64_t 
          (B >= kStepProjMinB || gates_of(cell) * H * I * elem_size <= 32 * 1024);
 }
 
-// The table for the best ISA this CPU supports (chosen once, at first use: AVX-512 where its
-// FMA loop measures at least 1.5x AVX2's, else AVX2 where supported), or the one
-// forced by FASTRNN_ISA=generic|avx2|avx512 in the environment when the CPU supports it.
+// The table for the best ISA this CPU supports (chosen once, at first use: with AVX-512,
+// 512-bit vectors where their FMA loop measures at least 1.5x AVX2's, else AVX-512 on 256-bit
+// vectors; else AVX2 where supported), or the one forced by
+// FASTRNN_ISA=generic|avx2|avx512|avx512_256 in the environment when the CPU supports it.
 const KernelSet<float>& kernels(float);
 const KernelSet<double>& kernels(double);
 const char* selected_isa();

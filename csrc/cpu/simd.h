@@ -1,6 +1,7 @@
 // fastrnn CPU: vector type, loads/stores and activations for one instruction set.
 // Included only by kernel translation units, inside namespace fastrnn::cpu::FASTRNN_ISA,
-// which CMake compiles once per ISA (FASTRNN_VEC_BYTES: 64 AVX-512, 32 AVX2, 16 portable).
+// which CMake compiles once per ISA (FASTRNN_VEC_BYTES: 64 AVX-512, 32 AVX2 and AVX-512 on
+// 256-bit vectors, 16 portable).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -71,6 +72,12 @@ FASTRNN_INLINE vec_t<S> load_n(const S* p, int64_t n) {
   } else {
     return (vec_t<S>)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
   }
+#elif defined(__AVX512VL__) && FASTRNN_VEC_BYTES == 32
+  if constexpr (sizeof(S) == 4) {
+    return (vec_t<S>)_mm256_maskz_loadu_ps(static_cast<__mmask8>((1u << n) - 1u), p);
+  } else {
+    return (vec_t<S>)_mm256_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+  }
 #elif defined(__AVX2__) && FASTRNN_VEC_BYTES == 32
   if constexpr (sizeof(S) == 4) {
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -96,6 +103,13 @@ FASTRNN_INLINE void store_n(S* p, vec_t<S> v, int64_t n) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
   } else {
     _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), (__m512d)v);
+  }
+#elif defined(__AVX512VL__) && FASTRNN_VEC_BYTES == 32
+  // (an AVX-512 mask store, unlike AVX2's vmaskmovps below, is not microcoded on Zen 4)
+  if constexpr (sizeof(S) == 4) {
+    _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << n) - 1u), (__m256)v);
+  } else {
+    _mm256_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), (__m256d)v);
   }
 #elif defined(__AVX2__) && FASTRNN_VEC_BYTES == 32
   // Not vmaskmovps/pd: AMD's Zen cores microcode the masked store (measured: the partial
