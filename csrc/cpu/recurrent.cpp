@@ -36,15 +36,18 @@ constexpr bool kRegs32 = true;
 #else
 constexpr bool kRegs32 = false;
 #endif
-// LSTM step tiles of 4 rows (16 sums) where 32 registers hold them but the tile shape is
-// AVX2's 3 rows (AVX-512 on 256-bit vectors), for batches of 8 rows or more. Same process,
-// alternating the two builds, Zen 4, 2 threads, medians of 15-21 rounds, inference:
-// (100,8,128,128) 1.12-1.16x, (64,16,512,256) 1.10x, (100,32,64,128) 1.04-1.05x,
-// (100,64,512,512) 1.03-1.06x, float64 (50,16,32,64) 1.09-1.11x, proj=64 1.04-1.05x, T=1 B=16
-// H=256 1.07x; training even (0.97-1.03x, the noise of one row here). At B=5 it lost
-// ((100,5,16,64) 0.88x: a tile of 4 rows and a single row do worse than tiles of 3 and 2).
-constexpr int kLstmWideMR = 4;
-constexpr int64_t kLstmWideMinB = 8;
+// LSTM and RNN step tiles of 4 rows (16 sums: 4 gates, or RNN's 4 blocks of units) where 32
+// registers hold them but the tile shape is AVX2's 3 rows (AVX-512 on 256-bit vectors), for
+// batches of 8 rows or more. Same process, alternating the two builds, Zen 4, 2 threads,
+// medians of 15-21 rounds, inference: LSTM (100,8,128,128) 1.12-1.16x, (64,16,512,256) 1.10x,
+// (100,32,64,128) 1.04-1.05x, (100,64,512,512) 1.03-1.06x, float64 (50,16,32,64) 1.09-1.11x,
+// proj=64 1.04-1.05x, T=1 B=16 H=256 1.07x; RNN (50,16,32,256) 1.12-1.14x, (100,8,64,128)
+// 1.11-1.12x, (100,32,64,128) 1.06-1.07x, (100,64,512,512) 1.06-1.07x; training LSTM even
+// (0.97-1.03x, the noise of one row here), RNN 1.01-1.05x. At B=5 they lost (LSTM
+// (100,5,16,64) 0.88x, RNN 0.91x: a tile of 4 rows and a single row do worse than tiles of
+// 3 and 2).
+constexpr int kWideMR = 4;
+constexpr int64_t kWideMinB = 8;
 
 // Rows per tile for the backward dh_r @ W_hr (LSTM projection).
 constexpr int kMR1 = kVecBytes == 64 ? 16 : 8;
@@ -194,8 +197,8 @@ struct Forward {
                  // wp1 ([ceil(H/(GW*N))][I][G*GW][N]) when step_proj
   bool step_proj;  // x W_ih^T + b_ih summed in the step's GEMM (step_projection)
   bool prefetch;   // xp streams from memory (over kPrefetchBytes): prefetched a step ahead
-  bool wide;       // step tiles of kLstmWideMR rows instead of MRR (see kLstmWideMR)
-  static constexpr bool kHasWide = kRegs32 && G == 4 && MRR != kLstmWideMR;
+  bool wide;       // step tiles of kWideMR rows instead of MRR (see kWideMR)
+  static constexpr bool kHasWide = kRegs32 && kVecBytes == 32 && (G == 4 || G == 1) && MRR != kWideMR;
   // The weights' panels are packed by run(), each thread those it multiplies by (unless
   // ForwardArgs::prepacked: W_hh's and W_hr's are there from an earlier call).
   S* wp1;        // packed W_hh^T panels: [ceil(H/(GW*N))][R][G*GW][N]
@@ -456,7 +459,7 @@ struct Forward {
         };
         if constexpr (kHasWide) {
           if (wide) {
-            step_gemm(std::integral_constant<int, kLstmWideMR>{});
+            step_gemm(std::integral_constant<int, kWideMR>{});
           } else {
             step_gemm(std::integral_constant<int, MRR>{});
           }
@@ -543,7 +546,7 @@ void forward_cell(const ForwardArgs<S>& a) {
       std::memset(static_cast<void*>(a.cT), 0, sizeof(S) * B * H);
   }
   f.prefetch = f.xp != nullptr && a.T * B * G * H * int64_t(sizeof(S)) > kPrefetchBytes;
-  f.wide = F::kHasWide && B >= kLstmWideMinB;
+  f.wide = F::kHasWide && B >= kWideMinB;
   const int64_t packed = (a.prepacked ? 0 : G * H * R + (proj ? R * H : 0)) + (a.x != nullptr ? G * H * a.I : 0);
   const int nt = threads_for(a.num_threads, ceil_div(H, F::GW * N), 2 * B * G * H * (R + (a.x != nullptr ? a.I : 0)),
                              a.T, G > 1, packed);
